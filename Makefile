@@ -32,9 +32,10 @@ demo: install
 check-sync: install
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
+	$(PY) docs/make_readme.py nbs/index.ipynb README.md
 	@if [ -n "$$(git status --porcelain -- nbs transferrec README.md)" ]; then \
 	  git status --porcelain -- nbs transferrec README.md; \
-	  echo "nbdev_clean/nbdev_export changed the files above: run them, then commit notebooks and transferrec/ together."; \
+	  echo "nbdev_clean, nbdev_export or make readme changed the files above: run them and commit the result (notebooks, transferrec/ and README.md together)."; \
 	  exit 1; fi
 
 nbtest: install
@@ -46,7 +47,7 @@ pytest: install
 test: check-sync nbtest pytest
 
 readme: install
-	$(PY) -m transferrec.readme nbs/index.ipynb README.md
+	$(PY) docs/make_readme.py nbs/index.ipynb README.md
 
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
