@@ -14,7 +14,7 @@ from .data import DataError, Dataset, load_movielens, synthetic
 from .data import split as split_dataset
 
 # %% auto #0
-__all__ = ['METRICS', 'BASELINES', 'BENCH_METRICS', 'RECBOLE_ML100K', 'topk', 'hit_metrics', 'rank_metrics',
+__all__ = ['METRICS', 'BASELINES', 'MODELS', 'BENCH_METRICS', 'RECBOLE_ML100K', 'topk', 'hit_metrics', 'rank_metrics',
            'classification_metrics', 'rating_metrics', 'ScoreMatrix', 'evaluate', 'Baseline', 'Random', 'Pop',
            'ItemKNN', 'EASE', 'BPR', 'get_model', 'benchmark', 'benchmark_json', 'plot_benchmark']
 
@@ -394,22 +394,26 @@ class BPR(Baseline):
 
 # %% ../nbs/05_evaluate.ipynb #7093e739
 BASELINES = {"random": Random, "pop": Pop, "itemknn": ItemKNN, "ease": EASE, "bpr": BPR}
+MODELS = dict(BASELINES)  # name -> class or factory; transferrec.recommend registers the transfer models here
 
-def get_model(name: str, # a key of `BASELINES`, case-insensitive
-              **kw, # passed to the model's constructor
+def _construct(factory, **kw):
+    "Call `factory` with the keyword arguments it accepts."
+    params = inspect.signature(factory).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in params.values()): kw = {k: v for k, v in kw.items() if k in params}
+    return factory(**kw)
+
+def get_model(name: str, # a key of `MODELS` (baselines, and transfer models such as "sequential-text"), case-insensitive
+              **kw, # passed to the model's constructor where it accepts them (e.g. seed, progress)
              ):
     "Construct a registered model by name."
     key = str(name).lower().strip()
-    if key not in BASELINES:
-        raise DataError(f"unknown model {name!r}; valid models: {', '.join(BASELINES)}")
-    return BASELINES[key](**kw)
+    if key not in MODELS: import transferrec.recommend  # registers the transfer models
+    if key not in MODELS:
+        raise DataError(f"unknown model {name!r}; valid models: {', '.join(MODELS)}")
+    return _construct(MODELS[key], **kw)
 
 # %% ../nbs/05_evaluate.ipynb #b05842e0
 BENCH_METRICS = ("ndcg", "recall", "mrr", "hit", "precision")
-
-def _init(cls, seed, progress):
-    params = inspect.signature(cls.__init__).parameters
-    return cls(**{k: v for k, v in (("seed", seed), ("progress", progress)) if k in params})
 
 def _model_list(models, seed, progress=True):
     if isinstance(models, str): models = [m.strip() for m in models.split(",") if m.strip()]
@@ -417,11 +421,8 @@ def _model_list(models, seed, progress=True):
             [(m, m) if isinstance(m, str) else (getattr(m, "__name__", type(m).__name__).lower(), m) for m in models]
     out = []
     for name, m in items:
-        if isinstance(m, str):
-            key = m.lower().strip()
-            if key not in BASELINES: raise DataError(f"unknown model {m!r}; valid models: {', '.join(BASELINES)}")
-            m = BASELINES[key]
-        if isinstance(m, type): m = _init(m, seed, progress)      # a class: seeded (and quiet) where it can be
+        if isinstance(m, str): m = get_model(m, seed=seed, progress=progress)
+        elif isinstance(m, type): m = _construct(m, seed=seed, progress=progress)  # a class: seeded (and quiet) where it can be
         out.append((str(name).strip(), m))
     if not out: raise DataError(f"models is empty; pass names such as {', '.join(BASELINES)}")
     return out

@@ -1,0 +1,112 @@
+"The Recommender end to end: fit, recommend for every kind of user, new items, save/load, bad input."
+import json
+import numpy as np, pandas as pd, pytest, torch
+from transformers import GPT2Config, GPT2LMHeadModel, AutoTokenizer
+from transferrec.data import DataError, synthetic, split
+from transferrec.encoders import default_encoder_path
+from transferrec.evaluate import evaluate, get_model
+from transferrec.recommend import Recommender
+
+SMALL = dict(epochs=6, patience=2, dim=32, max_len=20, progress=False)
+
+@pytest.fixture(scope='module')
+def data():
+    return split(synthetic(n_users=150, n_items=120, interactions_per_user=20, seed=2), 'loo')
+
+@pytest.fixture(scope='module')
+def rec(data):
+    return Recommender('sequential', item_repr='text+id', **SMALL).fit(data)
+
+def test_scores_and_beats_random(rec, data):
+    s = rec.score(np.arange(5))
+    assert s.shape == (5, data.n_items) and np.isfinite(s).all()
+    assert evaluate(rec, data)['ndcg@10'] > 2 * evaluate(get_model('random').fit(data), data)['ndcg@10']
+
+def test_recommend_known_user_excludes_history(rec, data):
+    uid = data.dataset.user_ids[3]
+    out = rec.recommend(user_id=uid, k=7)
+    assert list(out.columns) == ['item_id', 'title', 'score', 'because'] and len(out) == 7
+    hist = set(data.dataset.item_ids[rec.histories[3]])
+    assert not set(out['item_id']) & hist
+    assert out['score'].is_monotonic_decreasing
+
+def test_because_items_drive_the_score(rec, data):
+    hist = data.dataset.item_ids[rec.histories[5]][-20:].tolist()
+    out = rec.recommend(history=hist, k=3)
+    top = out.iloc[0]
+    assert top['because'], 'a recommendation with a history names its reasons'
+    rest = [i for i in hist if i not in set(top['because'])]
+    full = rec.recommend(history=rest, k=len(rec.items), exclude_seen=False, explain=False).set_index('item_id')
+    assert full.loc[top['item_id'], 'score'] < top['score']
+
+def test_new_user_by_text_and_new_item(data):
+    r = Recommender('sequential', item_repr='text', **SMALL).fit(data)
+    by_text = r.recommend(text='haunting ghost crypt blood', k=5)
+    assert len(by_text) == 5 and 'because' not in by_text
+    r.add_items(pd.DataFrame({'item_id': [9999], 'title': ['Ghost of the Haunting Crypt'], 'genres': ['Horror']}))
+    ranked = r.recommend(text='haunting ghost crypt blood', k=len(r.items), explain=False)
+    assert 9999 in set(ranked['item_id']) and np.isfinite(ranked['score']).all()
+    with pytest.raises(DataError, match='already in the catalogue'): r.add_items(pd.DataFrame({'item_id': [9999], 'title': ['x']}))
+
+def test_id_model_refuses_text_and_new_items(data):
+    r = Recommender('sequential', item_repr='id', **SMALL).fit(data)
+    with pytest.raises(DataError, match='ID-only model'): r.recommend(text='anything')
+    with pytest.raises(DataError, match='ID-only model'): r.add_items(pd.DataFrame({'item_id': [5000], 'title': ['x']}))
+
+def test_save_load_identical(rec, data, tmp_path):
+    rec.save(tmp_path/'run')
+    back = Recommender.load(tmp_path/'run')
+    users = np.arange(data.n_users)
+    np.testing.assert_allclose(back.score(users), rec.score(users), atol=1e-5)
+    pd.testing.assert_frame_equal(back.recommend(user_id=data.dataset.user_ids[0]), rec.recommend(user_id=data.dataset.user_ids[0]))
+    meta = json.loads((tmp_path/'run'/'config.json').read_text())
+    assert meta['transferrec_version'] and meta['config']['seed'] == 0
+
+def test_corrupt_and_incompatible_runs(rec, tmp_path):
+    run = rec.save(tmp_path/'run')
+    w = (run/'weights.pt').read_bytes()
+    (run/'weights.pt').write_bytes(w[:len(w) // 2])
+    with pytest.raises(DataError, match='corrupt'): Recommender.load(run)
+    run = rec.save(tmp_path/'run')  # the atomic save replaces the damaged folder
+    meta = json.loads((run/'config.json').read_text()); meta['format_version'] = 99
+    (run/'config.json').write_text(json.dumps(meta))
+    with pytest.raises(DataError, match='run format 99'): Recommender.load(run)
+    (run/'config.json').write_text('{not json')
+    with pytest.raises(DataError, match='corrupt'): Recommender.load(run)
+    with pytest.raises(DataError, match='does not exist'): Recommender.load(tmp_path/'nowhere')
+    (tmp_path/'empty').mkdir()
+    with pytest.raises(DataError, match='no config.json'): Recommender.load(tmp_path/'empty')
+
+def test_failed_save_keeps_previous_run(rec, tmp_path, monkeypatch):
+    run = rec.save(tmp_path/'run')
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    def boom(*a, **k): raise OSError('disk full')
+    monkeypatch.setattr(np, 'savez', boom)
+    with pytest.raises(OSError): rec.save(run)
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ['run']  # no temporary folder left behind
+
+def test_bad_calls(rec, data):
+    uid = data.dataset.user_ids[0]
+    with pytest.raises(DataError, match='unknown user id'): rec.recommend(user_id=-5)
+    with pytest.raises(DataError, match='unknown item id'): rec.recommend(history=[123456])
+    with pytest.raises(DataError, match='history is empty'): rec.recommend(history=[])
+    with pytest.raises(DataError, match='positive integer'): rec.recommend(user_id=uid, k=0)
+    with pytest.raises(DataError, match='exactly one'): rec.recommend(user_id=uid, text='x')
+    with pytest.raises(DataError, match='unknown strategy'): Recommender('magic')
+    with pytest.raises(DataError, match='unknown item representation'): Recommender('sequential', item_repr='image')
+    assert len(rec.recommend(user_id=uid, k=10_000)) == data.n_items - len(rec.histories[0])
+
+def test_seeded_training_is_reproducible(data):
+    a = Recommender('sequential', item_repr='id', **SMALL).fit(data)
+    b = Recommender('sequential', item_repr='id', **SMALL).fit(data)
+    np.testing.assert_array_equal(a.score(np.arange(10)), b.score(np.arange(10)))
+
+def test_tiny_gpt2_decoder_through_the_same_api(data, tmp_path):
+    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=30522, n_positions=128)
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path/'gpt2')
+    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(tmp_path/'gpt2')
+    r = Recommender('sequential', item_repr='text', model=str(tmp_path/'gpt2'), **SMALL).fit(data)
+    assert r.model.encoder().pooling == 'last'
+    out = r.recommend(text='space rockets', k=3)
+    assert len(out) == 3 and np.isfinite(out['score']).all()
