@@ -111,7 +111,8 @@ def rank_metrics(scores: np.ndarray, # (n_users, n_items) raw model scores; must
         s[ex.astype(bool)] = -np.inf
     if candidates is not None:
         s, rel = s[:, candidates], rel[:, candidates]
-    top = topk(s, max(ks))
+    perm = np.random.default_rng(0).permutation(s.shape[1])   # ties fall in a fixed random order, not by item index
+    top = perm[topk(s[:, perm], max(ks))]
     hits = np.take_along_axis(rel, top, 1) & np.isfinite(np.take_along_axis(s, top, 1))
     n_rel = rel.sum(1)
     ok = n_rel > 0
@@ -288,7 +289,9 @@ class EASE(Baseline):
         return B.astype(np.float32)
     def fit(self, split):
         X = self._fit_matrix(split)
-        G = np.asarray((X.T @ X).todense(), dtype=np.float64)
+        return self._fit_gram(split, np.asarray((X.T @ X).todense(), dtype=np.float64))
+    def _fit_gram(self, split, G):
+        "Solve for B from the Gram matrix `G`, tuning lambda on the validation part when it is not given."
         self.valid_ndcg_ = {}
         lam = self.lambda_
         if lam is None:
@@ -297,7 +300,7 @@ class EASE(Baseline):
                 best = -np.inf
                 for g in self.grid:
                     self.B = self._solve(G, g)
-                    self.valid_ndcg_[g] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"])["ndcg@10"]
+                    self.valid_ndcg_[g] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"], candidates=split.cold_items)["ndcg@10"]
                     if v > best: best, lam, B = v, g, self.B
                 self.B, self.lambda_fitted_ = B, float(lam)   # the fit at the best strength (a refit would be identical)
                 return self
@@ -374,7 +377,7 @@ class BPR(Baseline):
                 tot += loss.item() * len(u)
             rec = {"epoch": epoch + 1, "loss": tot / len(perm)}
             if use_valid:
-                rec["valid_ndcg@10"] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"])["ndcg@10"]
+                rec["valid_ndcg@10"] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"], candidates=split.cold_items)["ndcg@10"]
                 if v > best:
                     best, bad_epochs = v, 0
                     best_state = (self.user_emb.detach().clone(), self.item_emb.detach().clone(), epoch + 1)

@@ -8,7 +8,7 @@ __all__ = ['OPTIMIZERS', 'SCHEDULES', 'sigmoid', 'log_softmax', 'softmax', 'mse'
            'make_least_squares', 'least_squares', 'plot_histories', 'plot_contour', 'mf_init', 'mf_predict',
            'mf_loss_grad', 'mf_loss_torch', 'rmse', 'warmup_steps_of', 'lr_schedule', 'plot_lr_schedule', 'plot_sweep']
 
-# %% ../nbs/01_gradient_descent.ipynb #f718fe31
+# %% ../nbs/01_gradient_descent.ipynb #d69c2baa
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
@@ -19,7 +19,7 @@ with warnings.catch_warnings():
     warnings.simplefilter('ignore')  # tqdm.auto warns when ipywidgets is missing, then uses text bars
     from tqdm.auto import tqdm
 
-# %% ../nbs/01_gradient_descent.ipynb #1770ae52
+# %% ../nbs/01_gradient_descent.ipynb #0cd42990
 def sigmoid(z # logits, any shape
            ) -> np.ndarray:
     "Logistic function 1/(1+exp(-z)), computed without overflow."
@@ -83,7 +83,7 @@ def softmax_ce_grad(logits, # logits, shape (n, C)
     g[np.arange(len(z)), y] -= 1
     return g / len(z)
 
-# %% ../nbs/01_gradient_descent.ipynb #279f1879
+# %% ../nbs/01_gradient_descent.ipynb #9eda4aeb
 def _copy(theta):
     "A float64 copy of an array or a dict of arrays."
     if isinstance(theta, dict): return {k: np.array(v, dtype=float) for k, v in theta.items()}
@@ -126,7 +126,7 @@ def check_gradients(loss_grad:Callable, # hand-written `loss_grad(theta, batch) 
         diffs[k] = float(worst)
     return diffs
 
-# %% ../nbs/01_gradient_descent.ipynb #02976873
+# %% ../nbs/01_gradient_descent.ipynb #031fa07c
 class DivergenceError(ValueError):
     "The loss became NaN/inf or grew far above where it started: the learning rate is too high for this problem."
     def __init__(self, step:int, # the step at which the loss went wrong
@@ -244,7 +244,7 @@ def gradient_descent(loss_grad:Callable, # `loss_grad(theta, batch) -> (loss, gr
                     pd.DataFrame(evals) if evals else None,
                     (np.stack(path) if single else path) if record_path else None)
 
-# %% ../nbs/01_gradient_descent.ipynb #231bed9f
+# %% ../nbs/01_gradient_descent.ipynb #323e8e57
 def make_least_squares(n:int=200, # number of examples
                        d:int=2, # number of features (parameters)
                        condition:float=10.0, # condition number kappa of the Hessian (its eigenvalues span 1..kappa)
@@ -271,7 +271,7 @@ def least_squares(X:np.ndarray, # design matrix (n, d)
         return float(r @ r / len(yb)), 2 * Xb.T @ r / len(yb)
     return loss_grad
 
-# %% ../nbs/01_gradient_descent.ipynb #7e21849c
+# %% ../nbs/01_gradient_descent.ipynb #a7314444
 def _label_axes(ax, xlabel, ylabel, title=None):
     ax.set_xlabel(xlabel); ax.set_ylabel(ylabel)
     if title: ax.set_title(title)
@@ -307,7 +307,7 @@ def plot_histories(runs:dict, # label -> GDResult, DivergenceError (plotted up t
     ax.legend()
     return _label_axes(ax, xlabel or x, ylabel or y, title)
 
-# %% ../nbs/01_gradient_descent.ipynb #48e602e4
+# %% ../nbs/01_gradient_descent.ipynb #fa53078d
 def plot_contour(loss_fn:Callable, # loss of a 2-vector, `loss_fn(w) -> float`
                  paths:dict|None=None, # label -> (T+1, 2) array of iterates, drawn as lines with markers
                  xlim:tuple=(-1, 1), # range of the first parameter
@@ -334,7 +334,7 @@ def plot_contour(loss_fn:Callable, # loss of a 2-vector, `loss_fn(w) -> float`
     if paths or optimum is not None: ax.legend(loc='upper right', fontsize=8)
     return _label_axes(ax, labels[0], labels[1], title)
 
-# %% ../nbs/01_gradient_descent.ipynb #89001101
+# %% ../nbs/01_gradient_descent.ipynb #a297f1ce
 def mf_init(n_users:int, # number of users
             n_items:int, # number of items
             k:int=32, # number of latent factors
@@ -399,7 +399,7 @@ def rmse(theta:dict, # parameters from `mf_init`
     if clip is not None: p = np.clip(p, *clip)
     return float(np.sqrt(np.mean((p - np.asarray(ratings, dtype=float)) ** 2)))
 
-# %% ../nbs/01_gradient_descent.ipynb #f0ce021d
+# %% ../nbs/01_gradient_descent.ipynb #602fa2ed
 SCHEDULES = ('linear', 'cosine', 'constant')
 
 def warmup_steps_of(total_steps:int, # total optimiser steps T
@@ -443,7 +443,7 @@ def plot_lr_schedule(total_steps:int, # total optimiser steps T
     ax.legend(loc='upper right')
     return _label_axes(ax, 'optimiser step t', 'learning rate η_t', title or f'Warmup then decay (T = {total_steps}, peak η = {lr:g})')
 
-# %% ../nbs/01_gradient_descent.ipynb #ced5c1db
+# %% ../nbs/01_gradient_descent.ipynb #0f234e2a
 def plot_sweep(df:pd.DataFrame, # one row per setting
                x:str, # column swept (horizontal axis)
                ys:list, # columns to plot against it
