@@ -2,16 +2,17 @@
 
 Markdown cells are copied; code cells become ```python blocks without their `#|` directives; cells marked
 `#| hide` are dropped; outputs are rendered as markdown (text/markdown), HTML tables (text/html) or text blocks."""
-import sys, nbformat
+import re, sys, nbformat
 from pathlib import Path
 
 def _directives(src): return [l.strip()[3:].strip() for l in src.splitlines() if l.strip().startswith('#|')]
 
 def _output(o) -> str:
-    if o.output_type == 'stream': return f"```\n{o.text.rstrip()}\n```"
+    if o.output_type == 'stream': return '' if o.get('name') == 'stderr' else f"```\n{o.text.rstrip()}\n```"
     data = o.get('data', {})
     if 'text/markdown' in data: return data['text/markdown'].strip()
-    if 'text/html' in data and '<table' in data['text/html']: return data['text/html'].strip()
+    if 'text/html' in data and '<table' in data['text/html']:
+        return re.sub(r'<style scoped>.*?</style>\s*', '', data['text/html'], flags=re.S).strip()
     if 'text/plain' in data: return f"```\n{data['text/plain'].rstrip()}\n```"
     return ''
 
