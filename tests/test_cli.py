@@ -55,3 +55,24 @@ def test_benchmark_json(tmp_path):
     keys = {'ndcg@10', 'recall@10', 'mrr@10', 'hit@10', 'precision@10', 'fit_seconds', 'eval_seconds'}
     assert keys <= set(res['results']['ease']) and res['results']['ease']['ndcg@10'] > res['results']['pop']['ndcg@10']
     assert 'ease' in r.stdout and 'pop' in r.stdout
+
+def test_cleaning_that_empties_the_dataset_exit_2():
+    r = run('data', '--dataset', 'ml-100k', '--min-user', '5000')
+    assert r.returncode == 2 and 'lower the thresholds' in r.stderr and 'Traceback' not in r.stderr
+
+def test_nan_ids_exit_2(tmp_path):
+    (tmp_path/'nan.csv').write_text('user_id,item_id\n1,2\n,3\n')
+    r = run('data', '--dataset', str(tmp_path/'nan.csv'))
+    assert r.returncode == 2 and 'missing user_id' in r.stderr
+
+def test_benchmark_transfer_model_on_own_csv(tmp_path):
+    from transferrec.data import synthetic
+    ds = synthetic(n_users=60, n_items=50, interactions_per_user=12, seed=4)
+    ds.interactions[['user_id', 'item_id', 'rating', 'timestamp']].to_csv(tmp_path/'inter.csv', index=False)
+    ds.items[['item_id', 'title', 'genres']].to_csv(tmp_path/'items.csv', index=False)
+    out = tmp_path/'b.json'
+    r = run('benchmark', '--dataset', str(tmp_path/'inter.csv'), '--items', str(tmp_path/'items.csv'), '--protocol', 'loo',
+            '--models', 'pop,sequential-id', '--json', str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())['results']
+    assert set(res) == {'pop', 'sequential-id'} and 0 <= res['sequential-id']['ndcg@10'] <= 1
