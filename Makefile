@@ -52,7 +52,9 @@ readme: install
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
+# the full-size runs: every protocol of the transfer benchmark, then the notebooks' slow cells
 bench: install
+	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
 	$(BIN)/nbdev_test --flags slow --n_workers 1 --timing
 
 clean:
