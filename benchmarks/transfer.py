@@ -37,7 +37,7 @@ def write_markdown():
         f = HERE/f'transfer-{protocol}.json'
         if not f.exists(): continue
         r = json.loads(f.read_text())
-        md += [f"\n## {protocol}\n", f"seed {r['seed']}, {r['machine']}, run {r['date']}, {r['seconds']:.0f} s in all\n", markdown(r['results']), '']
+        md += [f"\n### {protocol}\n", f"seed {r['seed']}, {r['machine']}, run {r['date']}, {r['seconds']:.0f} s in all\n", markdown(r['results']), '']
     (HERE/'transfer.md').write_text('\n'.join(md) + '\n')
 
 def main():
