@@ -12,7 +12,8 @@ from transformers.utils import logging as hf_logging
 from .data import DataError, Split, item_text, sample_negatives
 from .encoders import default_encoder_path
 from .twotower import (item_titles, history_text, next_item_pairs, KeepBest, ValidatingTrainer, training_args,
-                                  scratch_dir, torch_threads, freeze_layers)
+                                  scratch_dir, freeze_layers)
+from .finetune import torch_threads
 
 # %% auto #0
 __all__ = ['CROSS_ENCODER_TUTORIAL', 'CROSS_ENCODER_GPU', 'PairTextDataset', 'PairTextCollator', 'cross_encoder_model',

@@ -13,11 +13,12 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 from .data import DataError, Split, item_text
 from .encoders import Encoder, load_encoder, encode_texts, pool
+from .finetune import torch_threads
 
 # %% auto #0
 __all__ = ['TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce', 'DualEncoder',
            'PairDataset', 'PairCollator', 'KeepBest', 'ValidatingTrainer', 'TwoTowerTrainer', 'training_args',
-           'scratch_dir', 'torch_threads', 'freeze_layers', 'TwoTowerRecommender', 'plot_curve']
+           'scratch_dir', 'freeze_layers', 'TwoTowerRecommender', 'plot_curve']
 
 # %% ../nbs/03a_two_tower.ipynb #941f59a1
 def item_titles(items: pd.DataFrame # the item table of a dataset
@@ -226,14 +227,6 @@ def scratch_dir(path: str|None=None): # a folder to use as is; None: a temporary
     tmp = tempfile.mkdtemp(prefix='transferrec-')
     try: yield tmp
     finally: shutil.rmtree(tmp, ignore_errors=True)
-
-@contextlib.contextmanager
-def torch_threads(n: int|None): # CPU threads for torch inside the block; None: leave the current setting
-    "Run a block with `n` torch CPU threads (one is often fastest on a small machine shared with other work)."
-    if not n: yield; return
-    old = torch.get_num_threads(); torch.set_num_threads(int(n))
-    try: yield
-    finally: torch.set_num_threads(old)
 
 def freeze_layers(model: nn.Module, # a Hugging Face transformer
                   trainable_layers: int|None, # train only the top this many layers (embeddings frozen); None: all
