@@ -4,7 +4,8 @@
 
 # %% ../nbs/03_finetune.ipynb #fd1f7fb8
 from __future__ import annotations
-import contextlib, copy, math, time
+import contextlib, copy, hashlib, math, os, time
+from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
@@ -13,7 +14,8 @@ from .data import DataError, Split, item_text
 
 # %% auto #0
 __all__ = ['ITEM_REPRESENTATIONS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows', 'set_seed',
-           'torch_threads', 'SequentialRecommender', 'plot_history', 'TextEASE', 'RatingModel', 'RatingRecommender']
+           'torch_threads', 'SequentialRecommender', 'split_fingerprint', 'plot_history', 'TextEASE', 'RatingModel',
+           'RatingRecommender']
 
 # %% ../nbs/03_finetune.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -195,38 +197,43 @@ class SequentialRecommender:
         tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
         self.net = SequentialModel(split.n_items, tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
 
-    def fit(self, split: Split # the split to train on (its valid part drives early stopping)
+    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
+            checkpoint: str|Path|None=None, # a file the training state is saved to after every epoch; resumed if it exists
            ) -> 'SequentialRecommender':
         "Train with the full softmax, early stopping on valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split)
+        with torch_threads(self.num_threads): return self._fit(split, checkpoint and Path(checkpoint))
 
-    def _fit(self, split: Split):
+    def _fit(self, split: Split, checkpoint: Path|None):
         from transferrec.evaluate import evaluate
         c = self.config
         self._build(split)
-        self.split, self._histories = split, split.sequences('train')
+        self.split, self._histories, self._test_hist = split, split.sequences('train'), None
         x, y, lengths = map(torch.from_numpy, history_windows(self._histories, c['max_len']))
         opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
-        best, best_state, bad, t0 = -1.0, None, 0, time.time()
-        bar = tqdm(range(c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress)
+        state = dict(epoch=0, best=-1.0, best_state=None, bad=0, history=[], seconds=0.0)
+        if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen)
+        self.history, t0 = state['history'], time.time() - state['seconds']
+        bar = tqdm(range(state['epoch'], c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress,
+                   initial=state['epoch'], total=c['epochs'])
         for epoch in bar:
+            if state['bad'] >= c['patience']: break
             self.net.train(); total = 0.0
             for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
-                items = self.net.item_embeddings()
-                logits = self.net.encode(items[x[idx]], lengths[idx]) @ items.T
-                loss = F.cross_entropy(logits.view(-1, logits.shape[-1]), y[idx].view(-1), ignore_index=-100)
+                items, real = self.net.item_embeddings(), y[idx] != -100      # score real positions only
+                h = self.net.encode(items[x[idx]], lengths[idx])[real]
+                loss = F.cross_entropy(h @ items.T, y[idx][real])
                 opt.zero_grad(); loss.backward(); opt.step()
                 total += loss.item() * len(idx)
             self._cache = None  # item embeddings changed this epoch
             ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
             self.history.append({'epoch': epoch + 1, 'train_loss': total / len(x), 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
             bar.set_postfix(loss=f"{total / len(x):.3f}", ndcg=f"{ndcg:.4f}")
-            if ndcg > best: best, best_state, bad = ndcg, copy.deepcopy(self.net.state_dict()), 0
-            else:
-                bad += 1
-                if bad >= c['patience']: break
-        self.net.load_state_dict(best_state)
+            if ndcg > state['best']: state.update(best=ndcg, best_state=copy.deepcopy(self.net.state_dict()), bad=0)
+            else: state['bad'] += 1
+            state.update(epoch=epoch + 1, seconds=time.time() - t0)
+            if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, state)
+        self.net.load_state_dict(state['best_state'])
         self.net.eval()
         self._cache = None
         return self
@@ -264,6 +271,64 @@ class SequentialRecommender:
             tr, va = self._histories, self.split.sequences('valid')
             self._test_hist = [np.concatenate([a, b]) for a, b in zip(tr, va)]
         return self._test_hist
+
+    def _need_text(self, what: str):
+        if 'text' not in self.config['item_repr']:
+            raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
+
+    @torch.inference_mode()
+    def score_text(self, text: str # a description of the user, e.g. "space adventures with robots"
+                  ) -> np.ndarray:
+        "Scores of every item for a user described only by text, read as a one-item history: [n_items]."
+        self._need_text("read a text description")
+        from transferrec.encoders import encode_texts
+        vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
+        with torch_threads(self.num_threads):
+            self.net.eval()
+            h = self.net.encode(self.net.item_embeddings(vec)[None], torch.tensor([1]))[:, 0]
+            return (h @ self._item_matrix().T).numpy()[0]
+
+    def add_items(self, items: pd.DataFrame # new rows of the item table (item_id, title, ...)
+                 ) -> 'SequentialRecommender':
+        "Extend the catalogue with items scored from their text alone (a text+id model gives them a zero ID vector)."
+        self._need_text("score items it has never seen")
+        net = self.net
+        net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])
+        if 'id' in net.item_repr:
+            old = net.ids.weight.data
+            net.ids = nn.Embedding(len(net.text), old.shape[1])
+            net.ids.weight.data.zero_(); net.ids.weight.data[:len(old)] = old
+        net.n_items, self.text_vectors, self._cache = len(net.text), net.text.numpy(), None
+        return self
+
+# %% ../nbs/03_finetune.ipynb #40c9936d
+def split_fingerprint(split: Split) -> str:
+    "A short hash of what training reads from a split, so a checkpoint is never resumed on other data."
+    h = hashlib.sha256(f"{split.n_users},{split.n_items},{split.protocol},{split.seed}".encode())
+    for part in ('train', 'valid'):
+        h.update(np.ascontiguousarray(getattr(split, part)[['user_idx', 'item_idx']].to_numpy(np.int64)).tobytes())
+    return h.hexdigest()[:16]
+
+def _checkpoint(path: Path, model, split, opt, gen, state: dict):
+    "Write the training state atomically: the previous checkpoint stays whole until the new one is complete."
+    blob = dict(state, net=model.net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state(),
+                config=model.config, data=split_fingerprint(split))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
+    torch.save(blob, tmp); os.replace(tmp, path)
+
+def _resume(path: Path, model, split, opt, gen) -> dict:
+    "Restore weights, optimiser, data order and random state from a checkpoint; return the loop state."
+    try: blob = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise DataError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}); delete it to train from scratch") from None
+    same = lambda c: {k: v for k, v in c.items() if k not in ('epochs', 'patience')}   # a longer budget may resume
+    if same(blob.get('config', {})) != same(model.config) or blob.get('data') != split_fingerprint(split):
+        raise DataError(f"checkpoint {str(path)!r} was written by a run with other settings or data; "
+                        "resume with the same options, or delete it to train from scratch")
+    model.net.load_state_dict(blob['net']); opt.load_state_dict(blob['opt'])
+    gen.set_state(blob['gen']); torch.set_rng_state(blob['rng'])
+    return {k: blob[k] for k in ('epoch', 'best', 'best_state', 'bad', 'history', 'seconds')}
 
 # %% ../nbs/03_finetune.ipynb #9a5799e6
 def plot_history(runs: dict, # name -> a fitted model with a `.history` list of dicts

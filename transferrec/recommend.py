@@ -7,46 +7,74 @@ from __future__ import annotations
 import hashlib, json, os, platform, shutil, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
+from fastcore.basics import patch
 import transferrec
 from .data import DataError, Dataset, Split, item_text
-from .finetune import SequentialRecommender, SequentialModel, ITEM_REPRESENTATIONS
+from .finetune import SequentialRecommender, SequentialModel, item_vectors, split_fingerprint
+from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL, item_titles
+from .crossencoder import CrossEncoderReranker, CROSS_ENCODER_TUTORIAL, cross_encoder_model, PairTextCollator
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'FORMAT_VERSION', 'TRANSFER_MODELS', 'Recommender', 'recommend', 'add_items', 'save', 'load',
-           'two_tower_rerank']
+__all__ = ['STRATEGIES', 'FORMAT_VERSION', 'TRANSFER_MODELS', 'build_strategy', 'Recommender']
 
 # %% ../nbs/04_recommend.ipynb #9131302d
-STRATEGIES = ('sequential',)
+STRATEGIES = {'sequential': SequentialRecommender, 'two-tower': TwoTowerRecommender, 'cross-encoder': CrossEncoderReranker}
+
+def build_strategy(strategy: str, # a key of `STRATEGIES`
+                   **config): # options of the strategy; a cross-encoder's `retriever` is a dict with its own `strategy`
+    "The model of a strategy, built from plain (JSON-able) options."
+    if strategy not in STRATEGIES: raise DataError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    if strategy == 'cross-encoder':
+        r = dict(config.get('retriever') or {'strategy': 'two-tower', **TWO_TOWER_TUTORIAL})
+        for shared in ('seed', 'progress', 'num_threads'):
+            if shared in config: r.setdefault(shared, config[shared])
+        config = {**config, 'retriever': build_strategy(r.pop('strategy', 'two-tower'), **r)}
+    try: return STRATEGIES[strategy](**config)
+    except TypeError as e: raise DataError(f"bad option for the {strategy} strategy: {e}") from None
 
 class Recommender:
     "Fit, score, recommend, explain, save and load, over any transfer strategy."
     def __init__(self,
                  strategy: str='sequential', # the transfer strategy; see `STRATEGIES`
                  **config): # options of the strategy, e.g. item_repr="text", model="path/to/encoder", epochs=50
-        if strategy not in STRATEGIES: raise DataError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
         self.strategy, self.config = strategy, config
-        self.model = SequentialRecommender(**config)
+        self.model = build_strategy(strategy, **config)
 
-    def fit(self, split: Split # the split to train on; its valid part drives early stopping
+    def fit(self, split: Split, # the split to train on; its valid part drives early stopping
+            checkpoint: str|Path|None=None, # sequential strategy: a training-state file, resumed if it exists
            ) -> 'Recommender':
         "Train the strategy on a split."
-        self.model.fit(split)
-        self._adopt(split.dataset, self.model.split.sequences('train'), self.model._test_histories())
+        if checkpoint is not None and self.strategy != 'sequential':
+            raise DataError(f"checkpoint= is supported by the sequential strategy; {self.strategy} resumes through "
+                            "the Trainer's own checkpoints (output_dir=...)")
+        self.model.fit(split, checkpoint=checkpoint) if checkpoint is not None else self.model.fit(split)
+        train = split.sequences('train')
+        self._adopt(split.dataset, train, [np.concatenate([a, b]) for a, b in zip(train, split.sequences('valid'))])
+        self.data = {'dataset': split.dataset.name, 'protocol': split.protocol, 'seed': split.seed,
+                     'n_users': split.n_users, 'n_items': split.n_items, 'fingerprint': split_fingerprint(split)}
         return self
 
     def _adopt(self, dataset: Dataset, train_hist, full_hist):
         "Keep what recommending needs: the catalogue, id maps and each known user's history."
         self.items = dataset.items.reset_index(drop=True)
-        self.user_ids, self._uindex = dataset.user_ids, pd.Index(dataset.user_ids)
+        self.user_ids, self._uindex = np.asarray(dataset.user_ids), pd.Index(dataset.user_ids)
         self._iindex = pd.Index(self.items['item_id'])
         self.train_histories, self.histories = train_hist, full_hist
-        self.history = self.model.history
+
+    @property
+    def history(self) -> list: return self.model.history   # the training curve
 
     def score(self, user_indices: np.ndarray, # users to score
-              on: str='test', # the part being predicted ("valid" or "test")
+              on: str='test', # the part being predicted: "valid" reads the train history, "test" train+valid
              ) -> np.ndarray:
         "Scores of every item for each user: [len(user_indices), n_items]."
-        return self.model.score(user_indices, on=on)
+        if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
+        hist = self.train_histories if on == 'valid' else self.histories
+        users = np.asarray(user_indices, dtype=np.int64)
+        return np.concatenate([self.model.score_histories([hist[u] for u in chunk])
+                               for chunk in np.array_split(users, max(1, len(users) // 512))])
+
+    def __repr__(self): return f"Recommender({self.strategy!r}, {repr(self.model)})"
 
 # %% ../nbs/04_recommend.ipynb #f99c3e40
 def _item_rows(rec, ids) -> np.ndarray:
@@ -58,10 +86,15 @@ def _item_rows(rec, ids) -> np.ndarray:
                         "use ids from the item table, or add new items with add_items()")
     return pos.astype(np.int64)
 
+def _window(rec) -> int:
+    "How many recent history items the strategy reads."
+    c = rec.model.config
+    return c.get('max_len') or c.get('history_items') or 50
+
 @torch.inference_mode()
 def _explain(rec, history: np.ndarray, items: np.ndarray, full: np.ndarray, n: int=3) -> list[list]:
     "For each recommended item, the history items whose removal lowers its score most."
-    hist = history[-rec.model.config['max_len']:]
+    hist = history[-_window(rec):]
     if len(hist) < 2: return [[rec.items['item_id'].iloc[h] for h in hist] for _ in items]
     without = [np.delete(hist, i) for i in range(len(hist))]
     drop = full[items][None, :] - rec.model.score_histories(without)[:, items]      # [len(hist), k]
@@ -71,21 +104,14 @@ def _explain(rec, history: np.ndarray, items: np.ndarray, full: np.ndarray, n: i
         out.append([rec.items['item_id'].iloc[hist[b]] for b in best if drop[b, j] > 0])
     return out
 
-# %% ../nbs/04_recommend.ipynb #cb2e1c09
-def _scores_for_text(rec, text: str) -> np.ndarray:
-    "Scores of every item for a user described only by text: the text is read as a one-item history."
-    net = rec.model.net
-    if 'text' not in net.item_repr:
-        raise DataError("an ID-only model cannot read a text description; train with item_repr='text' or 'text+id'")
-    from transferrec.encoders import encode_texts
-    vec = torch.as_tensor(encode_texts([text], rec.model.encoder(), progress=False, cache_dir=False))
-    with torch.inference_mode():
-        net.eval()
-        items = rec.model._item_matrix()
-        h = net.encode(net.item_embeddings(vec)[None], torch.tensor([1]))[:, 0]
-        return (h @ items.T).numpy()[0]
-
 # %% ../nbs/04_recommend.ipynb #bcfdad5f
+def _user_history(rec, user_id) -> np.ndarray:
+    pos = rec._uindex.get_indexer([user_id])[0]
+    if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {list(rec.user_ids[:3])}, "
+                                "or recommend for a new user with history=[item ids] or text='...'")
+    return np.asarray(rec.histories[pos])
+
+@patch
 @torch.inference_mode()
 def recommend(self: Recommender,
               user_id=None, # a known user's id
@@ -96,21 +122,17 @@ def recommend(self: Recommender,
               explain: bool=True, # add the `because` column
              ) -> pd.DataFrame:
     "Top-`k` items with title, score and the history items that drove them."
-    given = sum(x is not None for x in (user_id, history, text))
-    if given != 1: raise DataError("pass exactly one of user_id=, history= or text=")
-    if not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
-    if user_id is not None:
-        pos = self._uindex.get_indexer([user_id])[0]
-        if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {list(self.user_ids[:3])}, "
-                                    "or recommend for a new user with history=[item ids] or text='...'")
-        hist = np.asarray(self.histories[pos])
-    elif history is not None:
-        if len(history) == 0: raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
-        hist = _item_rows(self, history)
+    if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
+    if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
     if text is not None:
-        if not str(text).strip(): raise DataError("the text is empty; describe what the user likes")
-        scores, hist = _scores_for_text(self, str(text)), np.zeros(0, np.int64)
-    else: scores = self.model.score_histories([hist])[0]
+        if not isinstance(text, str) or not text.strip(): raise DataError("the text is empty; describe what the user likes")
+        scores, hist = np.asarray(self.model.score_text(text)), np.zeros(0, np.int64)
+    else:
+        if history is not None and len(history) == 0:
+            raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
+        hist = _user_history(self, user_id) if user_id is not None else _item_rows(self, history)
+        scores = self.model.score_histories([hist])[0]
     if not np.isfinite(scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
     ranked = scores.copy()
     if exclude_seen and len(hist): ranked[hist] = -np.inf
@@ -122,34 +144,43 @@ def recommend(self: Recommender,
                         'score': scores[top]})
     if explain and len(hist): out['because'] = _explain(self, hist, top, scores)
     return out
-Recommender.recommend = recommend
 
 # %% ../nbs/04_recommend.ipynb #be16ccce
+@patch
 def add_items(self: Recommender,
               items: pd.DataFrame, # new rows of the item table (item_id, title, ...)
              ) -> 'Recommender':
     "Add items to the catalogue, scored from their text."
-    net = self.model.net
-    if net.item_repr == 'id': raise DataError("an ID-only model cannot score items it has never seen; use item_repr='text'")
     if 'item_id' not in items: raise DataError(f"new items need an 'item_id' column; found {list(items.columns)}")
     dup = items['item_id'][items['item_id'].isin(self._iindex)]
     if len(dup): raise DataError(f"item id(s) {list(dup[:5])} are already in the catalogue")
-    from transferrec.encoders import encode_texts
-    vecs = encode_texts(item_text(items), self.model.encoder(), progress=False)
-    net.text = torch.cat([net.text, torch.as_tensor(vecs)])
-    if 'id' in net.item_repr:
-        old = net.ids.weight.data
-        net.ids = torch.nn.Embedding(len(net.text), old.shape[1]); net.ids.weight.data[:len(old)] = old; net.ids.weight.data[len(old):] = 0
-    net.n_items = len(net.text)
-    self.model.text_vectors = net.text.numpy()
-    self.model._cache = None
+    self.model.add_items(items.reset_index(drop=True))
     self.items = pd.concat([self.items, items], ignore_index=True)
     self._iindex = pd.Index(self.items['item_id'])
     return self
-Recommender.add_items = add_items
+
+@patch
+def add_items(self: TwoTowerRecommender, items: pd.DataFrame # new rows of the item table
+             ) -> TwoTowerRecommender:
+    "Encode new items with the fine-tuned item tower and append them to the cached vectors."
+    self._check_fitted()
+    titles, texts = item_titles(items), item_text(items, self.config['template'])
+    self._titles, self._item_texts = self._titles + titles, self._item_texts + texts
+    self.item_vectors_ = np.concatenate([self.item_vectors_, self._encode(texts, self.config['item_max_length'])])
+    return self
+
+@patch
+def add_items(self: CrossEncoderReranker, items: pd.DataFrame # new rows of the item table
+             ) -> CrossEncoderReranker:
+    "New items go to the retriever, and their texts to the re-ranker."
+    if not hasattr(self.retriever, 'add_items'):
+        raise DataError(f"the retriever {type(self.retriever).__name__} cannot add items; use a text retriever such as two-tower")
+    self.retriever.add_items(items)
+    self._titles, self._item_texts = self._titles + item_titles(items), self._item_texts + item_text(items, self.config['template'])
+    return self
 
 # %% ../nbs/04_recommend.ipynb #b27eaaf4
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -173,27 +204,92 @@ def _atomic_dir(path: Path, write) -> Path:
         shutil.rmtree(tmp, ignore_errors=True); raise
     return path
 
+def _json_config(config: dict) -> dict:
+    "The options as plain JSON values; arrays and objects cannot be saved as options."
+    def plain(v):
+        if isinstance(v, Path): return str(v)
+        if isinstance(v, np.generic): return v.item()
+        raise DataError(f"the option value {type(v).__name__} cannot be saved in a run; pass it as a name, path or number")
+    return json.loads(json.dumps(config, default=plain))
+
+# %% ../nbs/04_recommend.ipynb #0a3fbffa
+def _load_weights(module: torch.nn.Module, path: Path):
+    try: module.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    except RuntimeError as e:
+        raise DataError(f"the weights in {str(path)!r} do not fit this model ({str(e)[:160]}); the run folder mixes files "
+                        "from different models or settings: retrain") from None
+
+@patch
+def save_state(self: SequentialRecommender, folder: Path): # an empty folder to write into
+    "Write the weights and text vectors."
+    torch.save(self.net.state_dict(), folder/'weights.pt')
+    if self.text_vectors is not None: np.save(folder/'text_vectors.npy', np.asarray(self.text_vectors, np.float32))
+
+@patch
+def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
+    "Rebuild the network from its config and load the saved weights."
+    c = self.config
+    if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy')
+    tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
+    self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
+    _load_weights(self.net, folder/'weights.pt')
+    self.net.eval(); self._cache = None
+
+@patch
+def save_state(self: TwoTowerRecommender, folder: Path): # an empty folder to write into
+    "Write the fine-tuned encoder (Hugging Face format) and the cached item vectors."
+    self._check_fitted()
+    self.encoder.model.save_pretrained(folder/'encoder'); self.encoder.tokenizer.save_pretrained(folder/'encoder')
+    np.save(folder/'item_vectors.npy', self.item_vectors_)
+
+@patch
+def restore_state(self: TwoTowerRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
+    "Load the fine-tuned encoder and the item vectors."
+    from transferrec.encoders import load_encoder
+    self.encoder = load_encoder(folder/'encoder', pooling=self.config['pooling'])
+    self.encoder.model.eval()
+    self.item_vectors_ = np.load(folder/'item_vectors.npy')
+    self._titles, self._item_texts = item_titles(items), item_text(items, self.config['template'])
+
+@patch
+def save_state(self: CrossEncoderReranker, folder: Path): # an empty folder to write into
+    "Write the classifier (Hugging Face format) and, in `retriever/`, the retriever."
+    self.model.save_pretrained(folder/'cross_encoder'); self.tokenizer.save_pretrained(folder/'cross_encoder')
+    if not hasattr(self.retriever, 'save_state'):
+        raise DataError(f"the retriever {type(self.retriever).__name__} cannot be saved; use a strategy retriever such as two-tower")
+    (folder/'retriever').mkdir(); self.retriever.save_state(folder/'retriever')
+
+@patch
+def restore_state(self: CrossEncoderReranker, folder: Path, items: pd.DataFrame): # the run folder, its item table
+    "Load the classifier and the retriever."
+    c = self.config
+    self.model, self.tokenizer = cross_encoder_model(str(folder/'cross_encoder'), c['num_labels'], True, c['seed'])
+    self.model.eval()
+    self.collator = PairTextCollator(self.tokenizer, c['max_length'], c['num_labels'])
+    self._titles, self._item_texts, self._cache = item_titles(items), item_text(items, c['template']), {}
+    self.retriever.restore_state(folder/'retriever', items)
+
 # %% ../nbs/04_recommend.ipynb #93962729
+@patch
 def save(self: Recommender,
          path: str|Path, # the run folder to write (replaced atomically if it exists)
         ) -> Path:
     "Save the trained recommender atomically."
-    if not hasattr(self, 'items'): raise DataError("this recommender is not trained yet; call fit() before save()")
+    if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() before save()")
+    config = _json_config(self.config)
     def write(tmp: Path):
-        torch.save(self.model.net.state_dict(), tmp/'weights.pt')
-        if self.model.text_vectors is not None: np.save(tmp/'text_vectors.npy', np.asarray(self.model.text_vectors, np.float32))
+        self.model.save_state(tmp)
         self.items.to_json(tmp/'items.json', orient='records', force_ascii=False)
         flat = lambda hs: np.concatenate(hs) if len(hs) else np.zeros(0, np.int64)
         np.savez(tmp/'histories.npz', user_ids=self.user_ids, train=flat(self.train_histories), full=flat(self.histories),
                  train_lengths=[len(h) for h in self.train_histories], full_lengths=[len(h) for h in self.histories])
         meta = {'format_version': FORMAT_VERSION, 'transferrec_version': transferrec.__version__,
                 'torch_version': torch.__version__, 'python': platform.python_version(), 'strategy': self.strategy,
-                'config': self.model.config, 'n_items': len(self.items), 'history': self.history,
+                'config': config, 'settings': self.model.config, 'data': getattr(self, 'data', None), 'n_items': len(self.items), 'history': self.history,
                 'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
-                'files': {p.name: _sha256(p) for p in sorted(tmp.iterdir())}}
+                'files': {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob('*')) if p.is_file()}}
         (tmp/'config.json').write_text(json.dumps(meta, indent=2, default=str))
     return _atomic_dir(Path(path), write)
-Recommender.save = save
 
 # %% ../nbs/04_recommend.ipynb #e567ec4a
 def _read_meta(path: Path) -> dict:
@@ -203,58 +299,41 @@ def _read_meta(path: Path) -> dict:
     try: meta = json.loads(cfg.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{str(cfg)!r} is corrupt ({e}); retrain, or restore the run from a backup") from None
-    if meta.get('format_version') != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:
+        meta = meta if isinstance(meta, dict) else {}
         raise DataError(f"{str(path)!r} was saved by transferrec {meta.get('transferrec_version', '?')} in run format "
                         f"{meta.get('format_version')}; this is transferrec {transferrec.__version__} (format {FORMAT_VERSION}): "
                         "retrain with this version or install the one that saved it")
-    for name, digest in meta.get('files', {}).items():
+    for key in ('strategy', 'config', 'files'):
+        if key not in meta: raise DataError(f"{str(cfg)!r} has no {key!r} entry: the file is damaged; retrain")
+    for name, digest in meta['files'].items():
         f = path/name
         if not f.exists(): raise DataError(f"{str(f)!r} is missing from the run; the save was incomplete: retrain")
         if _sha256(f) != digest: raise DataError(f"{str(f)!r} is corrupt (checksum mismatch); retrain, or restore the run from a backup")
     return meta
 
-@classmethod
-def load(cls, path: str|Path # a run folder written by `save`
+@patch(cls_method=True)
+def load(cls: Recommender, path: str|Path # a run folder written by `save`
         ) -> Recommender:
     "Load a saved recommender, checking versions and checksums."
     path = Path(path)
     meta = _read_meta(path)
-    if meta['strategy'] not in STRATEGIES: raise DataError(f"{str(path)!r} holds an unknown strategy {meta['strategy']!r}")
     rec = cls(meta['strategy'], **meta['config'])
-    m = rec.model
-    if (path/'text_vectors.npy').exists(): m.text_vectors = np.load(path/'text_vectors.npy')
-    c = m.config
-    tv = None if m.text_vectors is None else torch.as_tensor(m.text_vectors)
-    m.net = SequentialModel(meta['n_items'], tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
-    try: m.net.load_state_dict(torch.load(path/'weights.pt', map_location='cpu', weights_only=True))
-    except RuntimeError as e:
-        raise DataError(f"the weights in {str(path)!r} do not fit a {meta['strategy']} model with this config ({str(e)[:200]}); "
-                        "the run folder mixes files from different models") from None
-    m.net.eval(); m._cache = None; m.history = meta.get('history', [])
-    rec.items = pd.read_json(path/'items.json', orient='records')
+    items = pd.read_json(path/'items.json', orient='records')
+    rec.model.restore_state(path, items)
+    rec.model.history = meta.get('history', [])
     h = np.load(path/'histories.npz', allow_pickle=False)
     unflat = lambda flat, lengths: np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-    rec.user_ids, rec._uindex = h['user_ids'], pd.Index(h['user_ids'])
-    rec._iindex = pd.Index(rec.items['item_id'])
+    rec.items, rec.user_ids, rec._uindex = items, h['user_ids'], pd.Index(h['user_ids'])
+    rec._iindex = pd.Index(items['item_id'])
     rec.train_histories, rec.histories = unflat(h['train'], h['train_lengths']), unflat(h['full'], h['full_lengths'])
-    m._histories, m._test_hist = rec.train_histories, rec.histories
-    rec.history = m.history
+    rec.data = meta.get('data')
     return rec
-Recommender.load = load
 
 # %% ../nbs/04_recommend.ipynb #db17bfac
 from functools import partial
 from .evaluate import MODELS
 from .finetune import TextEASE
-from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
-from .crossencoder import CrossEncoderReranker, CROSS_ENCODER_TUTORIAL
-
-def two_tower_rerank(seed: int=0, # seed of both stages
-                     progress: bool=True, # show progress bars
-                     **kw): # options of the cross-encoder
-    "A two-tower retriever whose top candidates a cross-encoder re-ranks (tutorial sizes)."
-    retriever = TwoTowerRecommender(**TWO_TOWER_TUTORIAL, seed=seed, progress=progress)
-    return CrossEncoderReranker(retriever=retriever, **{**CROSS_ENCODER_TUTORIAL, **kw}, seed=seed, progress=progress)
 
 TRANSFER_MODELS = {
     'sequential-text': partial(Recommender, 'sequential', item_repr='text'),
@@ -262,7 +341,8 @@ TRANSFER_MODELS = {
     'sequential-text+id': partial(Recommender, 'sequential', item_repr='text+id'),
     'sequential-scratch': partial(Recommender, 'sequential', item_repr='text', pretrained=False),
     'ease-text': TextEASE,
-    'two-tower': partial(TwoTowerRecommender, **TWO_TOWER_TUTORIAL),
-    'two-tower+rerank': two_tower_rerank,
+    'two-tower': partial(Recommender, 'two-tower', **TWO_TOWER_TUTORIAL),
+    'two-tower+rerank': partial(Recommender, 'cross-encoder', retriever={'strategy': 'two-tower', **TWO_TOWER_TUTORIAL},
+                                **CROSS_ENCODER_TUTORIAL),
 }
 MODELS.update(TRANSFER_MODELS)
