@@ -60,7 +60,7 @@ def test_save_load_identical(rec, data, tmp_path):
     np.testing.assert_allclose(back.score(users), rec.score(users), atol=1e-5)
     pd.testing.assert_frame_equal(back.recommend(user_id=data.dataset.user_ids[0]), rec.recommend(user_id=data.dataset.user_ids[0]))
     meta = json.loads((tmp_path/'run'/'config.json').read_text())
-    assert meta['transferrec_version'] and meta['config']['seed'] == 0
+    assert meta['transferrec_version'] and meta['settings']['seed'] == 0
 
 def test_corrupt_and_incompatible_runs(rec, tmp_path):
     run = rec.save(tmp_path/'run')
