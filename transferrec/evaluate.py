@@ -16,7 +16,7 @@ from .data import split as split_dataset
 # %% auto #0
 __all__ = ['METRICS', 'BASELINES', 'MODELS', 'BENCH_METRICS', 'RECBOLE_ML100K', 'topk', 'hit_metrics', 'rank_metrics',
            'classification_metrics', 'rating_metrics', 'ScoreMatrix', 'evaluate', 'Baseline', 'Random', 'Pop',
-           'ItemKNN', 'EASE', 'BPR', 'get_model', 'benchmark', 'benchmark_json', 'plot_benchmark']
+           'ItemKNN', 'EASE', 'BPR', 'get_model', 'protocol_metrics', 'benchmark', 'benchmark_json', 'plot_benchmark']
 
 # %% ../nbs/05_evaluate.ipynb #7214abda
 def topk(scores: np.ndarray, # (n_users, n_items) scores, higher is better; -inf marks excluded items
@@ -430,6 +430,18 @@ def _model_list(models, seed, progress=True):
     if not out: raise DataError(f"models is empty; pass names such as {', '.join(BASELINES)}")
     return out
 
+def protocol_metrics(model, # a fitted model with score(user_indices, on)
+                     spl, # the split it was fitted on
+                     k: int=10, # cut-off
+                     on: str="test", # part to evaluate: "test" or "valid"
+                    ) -> dict: # metric@k -> value; on `cold` also metric@k_cold, ranked among the new items only
+    "The benchmark's metrics of one fitted model under its split's protocol."
+    row = {m: float(v) for m, v in evaluate(model, spl, k, on, metrics=BENCH_METRICS).items() if "@" in m}
+    if spl.protocol == "cold" and spl.cold_items is not None:
+        r = evaluate(model, spl, k, on, metrics=BENCH_METRICS, candidates=spl.cold_items)
+        row.update({f"{m}_cold": float(v) for m, v in r.items() if "@" in m})
+    return row
+
 def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ...), or a ready `Split`
               protocol: str="random", # "random", "loo" or "cold" (ignored when `dataset` is a Split)
               models=("pop", "itemknn", "ease", "bpr"), # names, "pop,ease", model instances, or {name: model}
@@ -447,10 +459,7 @@ def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ..
     rows = {}
     for name, model in tqdm(_model_list(models, seed, progress), desc=f"benchmark {protocol}", disable=not progress, leave=False):
         t0 = time.perf_counter(); model.fit(spl); t1 = time.perf_counter()
-        row = {m: v for m, v in evaluate(model, spl, k, on, metrics=BENCH_METRICS).items() if "@" in m}
-        if protocol == "cold" and spl.cold_items is not None:
-            r = evaluate(model, spl, k, on, metrics=BENCH_METRICS, candidates=spl.cold_items)
-            row.update({f"{m}_cold": v for m, v in r.items() if "@" in m})
+        row = protocol_metrics(model, spl, k, on)
         t2 = time.perf_counter()
         row["fit_seconds"], row["eval_seconds"] = t1 - t0, t2 - t1
         rows[name] = row

@@ -94,14 +94,14 @@ def _window(rec) -> int:
 @torch.inference_mode()
 def _explain(rec, history: np.ndarray, items: np.ndarray, full: np.ndarray, n: int=3) -> list[list]:
     "For each recommended item, the history items whose removal lowers its score most."
-    hist = history[-_window(rec):]
-    if len(hist) < 2: return [[rec.items['item_id'].iloc[h] for h in hist] for _ in items]
+    hist, ids = history[-_window(rec):], rec.items['item_id'].to_numpy()
+    if len(hist) < 2: return [ids[hist].tolist() for _ in items]
     without = [np.delete(hist, i) for i in range(len(hist))]
     drop = full[items][None, :] - rec.model.score_histories(without)[:, items]      # [len(hist), k]
     out = []
     for j in range(len(items)):
         best = np.argsort(-drop[:, j], kind='stable')[:n]
-        out.append([rec.items['item_id'].iloc[hist[b]] for b in best if drop[b, j] > 0])
+        out.append(ids[hist[best[drop[best, j] > 0]]].tolist())
     return out
 
 # %% ../nbs/04_recommend.ipynb #bcfdad5f
