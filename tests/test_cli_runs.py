@@ -1,7 +1,8 @@
-"`transferrec train | evaluate | recommend | quickstart` as a user runs them: real subprocesses, run folders, resume after SIGKILL."
+"`transferrec train | evaluate | recommend | quickstart`: run folders, resume after SIGKILL, one-line errors."
 import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
+from transferrec.cli import main, parser, STRATEGY_NAMES
 
 EXE = str(Path(sys.executable).parent/'transferrec')
 # a small ID model on a k-core of ml-100k: a few seconds per epoch on one thread
@@ -9,19 +10,30 @@ SMALL = ['--dataset', 'ml-100k', '--min-item', '100', '--protocol', 'loo', '--it
          '--option', 'patience=10', '--option', 'dim=16', '--option', 'max_len=20', '--option', 'progress=false']
 
 def run(*args, timeout=600):
+    "The installed command in a real subprocess."
     return subprocess.run([EXE, *args], capture_output=True, text=True, timeout=timeout)
+
+def call(capsys, *args):
+    "The command in-process (no start-up cost): exit status, stdout, stderr."
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 @pytest.fixture(scope='module')
 def straight(tmp_path_factory):
     out = tmp_path_factory.mktemp('runs')/'straight'
-    r = run('train', *SMALL, '--out', str(out), '--json', str(out.parent/'straight.json'))
+    r = run('train', *SMALL, '--out', str(out))
     assert r.returncode == 0, r.stderr
     return out
 
-def test_help_examples():
-    for cmd in ('quickstart', 'train', 'evaluate', 'recommend'):
-        h = run(cmd, '--help')
-        assert h.returncode == 0 and f'example: transferrec {cmd}' in h.stdout
+def test_strategy_names_match_the_registry():
+    from transferrec.recommend import STRATEGIES
+    assert tuple(STRATEGIES) == STRATEGY_NAMES
+
+@pytest.mark.parametrize('cmd', ['quickstart', 'train', 'evaluate', 'recommend'])
+def test_help_examples(cmd, capsys):
+    with pytest.raises(SystemExit) as e: parser().parse_args([cmd, '--help'])
+    assert e.value.code == 0 and f'example: transferrec {cmd}' in capsys.readouterr().out
 
 def test_train_writes_a_complete_run(straight):
     names = {p.name for p in straight.iterdir()}
@@ -31,51 +43,56 @@ def test_train_writes_a_complete_run(straight):
     assert meta['data']['source']['min_item'] == 100 and meta['settings']['seed'] == 0 and meta['data']['fingerprint']
     assert [h['epoch'] for h in meta['history']] == [1, 2, 3, 4]
 
-def test_evaluate_reproduces_training_metrics(straight, tmp_path):
-    r = run('evaluate', '--run', str(straight), '--json', str(tmp_path/'e.json'))
-    assert r.returncode == 0, r.stderr
+def test_evaluate_reproduces_training_metrics(straight, tmp_path, capsys):
+    code, out, err = call(capsys, 'evaluate', '--run', str(straight), '--json', str(tmp_path/'e.json'))
+    assert code == 0, err
     trained = json.loads((straight/'metrics.json').read_text())['metrics']
     assert json.loads((tmp_path/'e.json').read_text()) == pytest.approx(trained, abs=1e-9)
+    code, out, err = call(capsys, 'evaluate', '--run', str(straight), '--protocol', 'random')
+    assert code == 2 and "trained on the 'loo' split" in err
 
-def test_recommend_user_history_and_errors(straight, tmp_path):
+def test_recommend_from_a_shell(straight, tmp_path):
     r = run('recommend', '--run', str(straight), '--user', '1', '--k', '5', '--json', str(tmp_path/'r.json'))
     assert r.returncode == 0, r.stderr
     recs = json.loads((tmp_path/'r.json').read_text())
     assert len(recs) == 5 and {'item_id', 'title', 'score', 'because'} <= set(recs[0])
-    assert run('recommend', '--run', str(straight), '--history', '50,181', '--k', '3').returncode == 0
-    for args, fragment in [(('--text', 'robots'), 'ID-only model cannot read a text'),
-                           (('--history', '50,abc'), 'ids of this run are integers'),
-                           (('--user', '1', '--text', 'x'), 'exactly one of'),
-                           (('--user', '1', '--k', '0'), 'positive integer')]:
-        bad = run('recommend', '--run', str(straight), *args)
-        assert bad.returncode == 2 and fragment in bad.stderr and 'Traceback' not in bad.stderr, bad.stderr
 
-def test_resume_after_sigkill_matches_uninterrupted(straight, tmp_path):
+@pytest.mark.parametrize('args,fragment', [
+    (('--history', '50,181', '--k', '3'), None),
+    (('--text', 'robots'), 'ID-only model cannot read a text'),
+    (('--history', '50,abc'), 'ids of this run are integers'),
+    (('--history', '99999'), 'unknown item id'),
+    (('--user', '1', '--text', 'x'), 'exactly one of'),
+    (('--user', '1', '--k', '0'), 'positive integer'),
+    (('--user', 'nobody'), 'integers'),
+])
+def test_recommend_inputs(straight, capsys, args, fragment):
+    code, out, err = call(capsys, 'recommend', '--run', str(straight), *args)
+    if fragment is None: assert code == 0 and len(out.strip().splitlines()) == 4
+    else: assert code == 2 and fragment in err and len(err.strip().splitlines()) == 1, err
+
+def test_resume_after_sigkill_matches_uninterrupted(straight, tmp_path, capsys):
     out = tmp_path/'killed'
     proc = subprocess.Popen([EXE, 'train', *SMALL, '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (out/'checkpoint.pt').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL); proc.wait()
     assert (out/'checkpoint.pt').exists() and not (out/'config.json').exists(), "the run finished before it was killed"
-    again = run('train', *SMALL, '--out', str(out))
-    assert again.returncode == 2 and '--resume' in again.stderr          # an interrupted run is never silently restarted
+    code, _, err = call(capsys, 'train', *SMALL, '--out', str(out))
+    assert code == 2 and '--resume' in err                     # an interrupted run is never silently restarted
+    code, _, err = call(capsys, 'train', *SMALL, '--option', 'dim=8', '--out', str(out), '--resume')
+    assert code == 2 and 'other settings or data' in err
     r = run('train', *SMALL, '--out', str(out), '--resume')
     assert r.returncode == 0, r.stderr
     a = json.loads((straight/'metrics.json').read_text())['metrics']
     b = json.loads((out/'metrics.json').read_text())['metrics']
     assert b == pytest.approx(a, abs=1e-6)
 
-def test_resume_refuses_other_settings(tmp_path):
-    out = tmp_path/'run'
-    proc = subprocess.Popen([EXE, 'train', *SMALL, '--out', str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while not (out/'checkpoint.pt').exists() and proc.poll() is None: time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL); proc.wait()
-    r = run('train', *SMALL, '--option', 'dim=8', '--out', str(out), '--resume')
-    assert r.returncode == 2 and 'other settings or data' in r.stderr
-
-def test_evaluate_refuses_changed_data(straight, tmp_path):
-    r = run('evaluate', '--run', str(straight), '--protocol', 'random')
-    assert r.returncode == 2 and "trained on the 'loo' split" in r.stderr
+def test_train_refuses_to_overwrite(straight, tmp_path, capsys):
+    code, _, err = call(capsys, 'train', *SMALL, '--out', str(straight))
+    assert code == 2 and 'already holds a finished run' in err
+    code, _, err = call(capsys, 'train', *SMALL, '--out', str(tmp_path/'new'), '--resume')
+    assert code == 2 and 'nothing to resume' in err
 
 def test_quickstart_fast_writes_report(tmp_path):
     out = tmp_path/'qs'

@@ -1,5 +1,5 @@
 "End to end tests of transferrec.data: loaders, cleaning, protocols, text and sampling."
-import subprocess, sys, zipfile
+import subprocess, sys, warnings, zipfile
 import numpy as np, pandas as pd, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from transferrec.data import (DataError, Dataset, from_dataframes, load_csv, load_movielens, clean, split, item_text,
@@ -76,7 +76,9 @@ def test_bad_input_errors(tmp_path):
     (tmp_path/'empty.csv').write_text('')
     with pytest.raises(DataError, match='is empty'): load_csv(tmp_path/'empty.csv')
     (tmp_path/'latin.csv').write_bytes("user_id,item_id,title\n1,2,caf\xe9\n".encode('latin-1'))
-    with pytest.raises(DataError, match='not UTF-8'): load_csv(tmp_path/'latin.csv')
+    with pytest.warns(UserWarning, match='not UTF-8'):  # a clear fallback: read as cp1252, with a warning
+        assert load_csv(tmp_path/'latin.csv').interactions['title'].tolist() == ['café']
+    with pytest.raises(DataError, match='not valid utf-8'): load_csv(tmp_path/'latin.csv', encoding='utf-8')
     ds = synthetic(n_users=20, n_items=30, interactions_per_user=5)
     with pytest.raises(DataError, match='lower the thresholds'): clean(ds, min_user_interactions=50)
     with pytest.raises(DataError, match='unknown protocol'): split(ds, 'temporal')
@@ -134,24 +136,44 @@ def test_split_properties(n_users, n_items, n, seed, protocol, data):
     users = data.draw(st.lists(st.integers(1, n_users), min_size=n, max_size=n))
     items = data.draw(st.lists(st.integers(1, n_items), min_size=n, max_size=n))
     ts = data.draw(st.lists(st.integers(0, 5), min_size=n, max_size=n))
-    ds = from_dataframes(pd.DataFrame({'user_id': users, 'item_id': items, 'timestamp': ts}))
-    if protocol == 'cold' and ds.interactions.item_idx.nunique() < 2: return
-    try: s = split(ds, protocol, seed=seed)
-    except DataError: assert protocol == 'cold'; return
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # repeated rows and pairs are reported; what matters here is the split
+        ds = from_dataframes(pd.DataFrame({'user_id': users, 'item_id': items, 'timestamp': ts}))
+        if protocol == 'cold' and ds.interactions.item_idx.nunique() < 2: return
+        try: s = split(ds, protocol, seed=seed)
+        except DataError: assert protocol == 'cold'; return
+        s2 = split(ds, protocol, seed=seed)
+    kept = ds.interactions.drop_duplicates(['user_idx', 'item_idx'])  # split keeps one interaction per pair
     parts = [set(df.index) for df in (s.train, s.valid, s.test)]
-    assert sum(map(len, parts)) == n and len(set.union(*parts)) == n  # each interaction in exactly one part
+    assert sum(map(len, parts)) == len(kept) and len(set.union(*parts)) == len(kept)  # each in exactly one part
+    pairs = [set(zip(df.user_idx, df.item_idx)) for df in (s.train, s.valid, s.test)]
+    assert not pairs[0] & pairs[2] and not pairs[0] & pairs[1] and not pairs[1] & pairs[2]  # no leakage
     if protocol == 'cold': assert not set(s.train.item_idx) & set(s.cold_items)
-    s2 = split(ds, protocol, seed=seed)
+    if protocol == 'loo':  # users with fewer than 3 interactions stay in train only; the others hold out 1 + 1
+        per_user = kept.groupby('user_idx').size()
+        assert set(s.test.user_idx) == set(per_user[per_user >= 3].index) and s.test.user_idx.is_unique
     for a, b in zip((s.train, s.valid, s.test), (s2.train, s2.valid, s2.test)): pd.testing.assert_frame_equal(a, b)
 
 
+ODD = ['', '   ', '\x00', 'a\x00b', '\u05e9\u05dc\u05d5\u05dd', 'e\u0301', '\U0001F468\u200d\U0001F469\u200d\U0001F467',
+       '\ud800', '\u202eevil', '\t\n\r', '{title}', 'x' * 5000]
+
+
 @settings(max_examples=40, deadline=None)
-@given(titles=st.lists(st.one_of(st.none(), st.text(max_size=300)), min_size=1, max_size=5))
-def test_item_text_properties(titles):
-    items = pd.DataFrame({'item_id': range(len(titles)), 'title': titles, 'genres': ['Drama|War'] * len(titles)})
-    texts = item_text(items, max_chars=200)
+@given(titles=st.lists(st.one_of(st.none(), st.text(max_size=300), st.sampled_from(ODD), st.floats(), st.integers(),
+                                 st.text(st.characters(exclude_categories=()), max_size=20)), min_size=0, max_size=5),
+       template=st.sampled_from([None, '{title}', '{title}: {genres}', 'Film: {title}']))
+def test_item_text_properties(titles, template):
+    items = pd.DataFrame({'item_id': range(len(titles)), 'title': pd.Series(titles, dtype=object),
+                          'genres': ['Drama|War'] * len(titles)})
+    texts = item_text(items, template, max_chars=200)
     assert len(texts) == len(titles) and all(isinstance(t, str) and 0 < len(t) <= 200 for t in texts)
-    assert 'nan' not in ' '.join(t for t, raw in zip(texts, titles) if raw is None)
+    for t, raw in zip(texts, titles):
+        t.encode('utf-8')  # no lone surrogates left
+        assert not any(ord(c) < 32 for c in t)  # no NUL or other control characters
+        if raw is None: assert 'nan' not in t and 'None' not in t
+    if template == '{title}':  # an item without text falls back to its id
+        assert all(t == f'item {i}' for i, (t, raw) in enumerate(zip(texts, titles)) if raw is None)
 
 
 def test_item_text_and_unicode():

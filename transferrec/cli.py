@@ -10,9 +10,9 @@ import numpy as np, pandas as pd
 from .data import DataError, load_movielens, load_csv, clean, stats, split, synthetic, MOVIELENS, PROTOCOLS
 
 # %% auto #0
-__all__ = ['DATASET_OPTIONS', 'QUICKSTART_BUDGET', 'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES', 'load_dataset', 'cmd_data',
-           'cmd_benchmark', 'strategy_options', 'train_run', 'cmd_train', 'cmd_evaluate', 'cmd_recommend', 'quickstart',
-           'cmd_quickstart', 'parser', 'main']
+__all__ = ['DATASET_OPTIONS', 'STRATEGY_NAMES', 'QUICKSTART_BUDGET', 'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES',
+           'load_dataset', 'cmd_data', 'cmd_benchmark', 'strategy_options', 'train_run', 'cmd_train', 'cmd_evaluate',
+           'cmd_recommend', 'quickstart', 'cmd_quickstart', 'parser', 'main']
 
 # %% ../nbs/07_cli.ipynb #2afdbba8
 DATASET_OPTIONS = ('dataset', 'path', 'items', 'sep', 'min_user', 'min_item', 'implicit')
@@ -79,9 +79,7 @@ def cmd_benchmark(args):
     if args.json: _write_json(args.json, benchmark_json(df, ds.name, args.protocol, args.k))
 
 # %% ../nbs/07_cli.ipynb #3dbe54a1
-from .recommend import Recommender, STRATEGIES
-from .twotower import TWO_TOWER_TUTORIAL, TWO_TOWER_GPU
-from .crossencoder import CROSS_ENCODER_TUTORIAL, CROSS_ENCODER_GPU
+STRATEGY_NAMES = ('sequential', 'two-tower', 'cross-encoder')   # `transferrec.recommend.STRATEGIES`, named without importing torch
 
 def _value(v: str):
     try: return json.loads(v)
@@ -97,7 +95,9 @@ def strategy_options(strategy: str, # a key of `STRATEGIES`
                      options: list[str]=(), # extra "KEY=VALUE" options
                     ) -> dict:
     "Recommender options from command-line flags."
-    if strategy not in STRATEGIES: raise DataError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    from transferrec.twotower import TWO_TOWER_TUTORIAL, TWO_TOWER_GPU
+    from transferrec.crossencoder import CROSS_ENCODER_TUTORIAL, CROSS_ENCODER_GPU
+    if strategy not in STRATEGY_NAMES: raise DataError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGY_NAMES)}")
     tower = dict(TWO_TOWER_GPU if gpu else TWO_TOWER_TUTORIAL)
     opts = {'two-tower': tower, 'cross-encoder': {**(CROSS_ENCODER_GPU if gpu else CROSS_ENCODER_TUTORIAL),
                                                   'retriever': {'strategy': 'two-tower', **tower}}}.get(strategy, {})
@@ -129,6 +129,7 @@ def train_run(ds, # a `Dataset`
              ) -> tuple:
     "Train a recommender on a split and save it as a run folder with its test metrics: (recommender, metrics)."
     from transferrec.evaluate import protocol_metrics
+    from transferrec.recommend import Recommender
     out = Path(out); ckpt = out/'checkpoint.pt'
     if (out/'config.json').exists():
         raise DataError(f"{str(out)!r} already holds a finished run; choose another --out or delete that folder")
@@ -181,6 +182,7 @@ def _run_split(rec, protocol: str|None):
 def cmd_evaluate(args):
     "Evaluate a saved run on the test part of its split."
     from transferrec.evaluate import protocol_metrics
+    from transferrec.recommend import Recommender
     rec = Recommender.load(args.run)
     sp = _run_split(rec, args.protocol)
     metrics = protocol_metrics(rec, sp, args.k)
@@ -196,6 +198,7 @@ def _as_ids(values: list[str], index: pd.Index, what: str) -> list:
 
 def cmd_recommend(args):
     "Top-k items for a known user, a list of liked items, or a text."
+    from transferrec.recommend import Recommender
     rec = Recommender.load(args.run)
     given = [x is not None for x in (args.user, args.history, args.text)]
     if sum(given) != 1: raise DataError("pass exactly one of --user ID, --history ID,ID,... or --text '...'")
@@ -214,6 +217,7 @@ QUICKSTART_TEXT = "I love space adventures with robots, aliens and rebels fighti
 def _lineups(strategy: str, model: str|None, fast: bool, seed: int, progress: bool) -> dict:
     "protocol -> {name: unfitted model}: baselines, the transfer model and its ID twin."
     from transferrec.evaluate import get_model
+    from transferrec.recommend import Recommender
     budget = QUICKSTART_FAST if fast else QUICKSTART_BUDGET
     seq = lambda rep: Recommender('sequential', item_repr=rep, seed=seed, progress=progress, **budget,
                                   **({'model': model} if model and rep != 'id' else {}))
@@ -328,7 +332,7 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest='command', metavar='COMMAND', required=True)
     q = _command(sub, 'quickstart', 'baselines and a transfer model under loo and cold, recommendations, a report folder', cmd_quickstart)
     q.add_argument('--model', help='text encoder: Hugging Face name or local folder (default: the bundled all-MiniLM-L6-v2)')
-    q.add_argument('--strategy', default='sequential', choices=list(STRATEGIES), help='the transfer strategy')
+    q.add_argument('--strategy', default='sequential', choices=STRATEGY_NAMES, help='the transfer strategy')
     q.add_argument('--out', help='report folder (default: runs/quickstart-<timestamp>)')
     q.add_argument('--fast', action='store_true', help='a few epochs only: a smoke run in about two minutes')
     q.add_argument('--seed', type=int, default=0, help='seed of the splits and of training')
@@ -336,7 +340,7 @@ def parser() -> argparse.ArgumentParser:
     t = _command(sub, 'train', 'train one strategy and save a run folder', cmd_train, json_help='also write the test metrics to this JSON file')
     t.add_argument('--out', required=True, help='the run folder to write')
     t.add_argument('--protocol', default='loo', choices=PROTOCOLS, help='the split to train and evaluate on')
-    t.add_argument('--strategy', default='sequential', choices=list(STRATEGIES), help='the transfer strategy')
+    t.add_argument('--strategy', default='sequential', choices=STRATEGY_NAMES, help='the transfer strategy')
     t.add_argument('--item-repr', choices=['text', 'id', 'text+id'], help='sequential: how items are represented (default text)')
     t.add_argument('--model', help='text encoder: Hugging Face name or local folder (default: the bundled all-MiniLM-L6-v2)')
     t.add_argument('--scratch', action='store_true', help='random-init encoder: the "does transfer help" ablation')

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_data.ipynb #14fbf8e9
 from __future__ import annotations
-import io, os, re, zipfile, hashlib, urllib.request, warnings
+import io, os, re, time, zlib, string, zipfile, hashlib, unicodedata, urllib.request, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.sparse as sp
@@ -65,34 +65,90 @@ class Dataset:
 # %% ../nbs/00_data.ipynb #62651364
 REQUIRED = ('user_id', 'item_id')
 
-def _check_numeric(df: pd.DataFrame, col: str, what: str, dropna: bool) -> pd.DataFrame:
-    "Coerce `col` to numbers; error (or drop with `dropna`) on missing and non-numeric values."
-    vals = pd.to_numeric(df[col], errors='coerce')
-    bad = vals.isna() | ~np.isfinite(vals.astype(float))
+def _where(df: pd.DataFrame, mask) -> str:
+    "Where the flagged rows are: file lines when `df` was read from a file (header = line 1), else index labels."
+    labels = list(df.index[np.asarray(mask, bool)])
+    more = ', ...' if len(labels) > 5 else ''
+    if df.attrs.get('source'):
+        return f"line{'s' if len(labels) > 1 else ''} {', '.join(str(int(i) + 2) for i in labels[:5])}{more} of {df.attrs['source']!r}"
+    return f"row{'s' if len(labels) > 1 else ''} {', '.join(map(repr, labels[:5]))}{more}"
+
+def _reject(df: pd.DataFrame, bad, problem: str, fix: str, dropna: bool) -> pd.DataFrame:
+    "Raise a `DataError` about the `bad` rows (naming where they are and the fix), or drop them with a warning."
+    bad = np.asarray(bad, bool)
+    if not bad.any(): return df
+    msg = f"{bad.sum()} row{'s' if bad.sum() > 1 else ''} {problem} at {_where(df, bad)}"
+    if not dropna: raise DataError(f"{msg}; {fix}, or pass dropna=True to drop those rows")
+    warnings.warn(f"{msg}: dropped them")
+    return df[~bad]
+
+def _check_numeric(df: pd.DataFrame, col: str, dropna: bool, values: pd.Series|None=None) -> pd.DataFrame:
+    "Coerce `col` to numbers (or take the converted `values`); error (or drop with `dropna`) on missing and non-numeric ones."
+    vals = pd.to_numeric(df[col], errors='coerce') if values is None else values
+    bad = (vals.isna() | ~np.isfinite(vals.astype(float))).to_numpy()
     if bad.any():
-        example = df.loc[bad, col].head(3).tolist()
-        if not dropna:
-            raise DataError(f"{bad.sum()} rows have a missing or non-numeric {what} (e.g. {example}); "
-                            f"fix the {col!r} column or pass dropna=True to drop those rows")
-        warnings.warn(f"dropped {bad.sum()} rows with a missing or non-numeric {what}")
-        df, vals = df[~bad], vals[~bad]
+        eg = df[col].to_numpy()[bad][0]
+        eg = 'NaN' if not isinstance(eg, str) and pd.isna(eg) else repr(eg) if isinstance(eg, str) else str(eg)
+        df = _reject(df, bad, f"with a missing or non-numeric {col} (e.g. {eg})", f"fix the {col!r} column", dropna)
+        vals = vals[~bad]
     return df.assign(**{col: vals})
 
+_EPOCH = pd.Timestamp(0, tz='UTC')
+
 def _to_seconds(ts: pd.Series) -> pd.Series:
-    "Unix seconds from numbers or date strings."
-    if ts.dtype.kind in 'iuf': return ts
-    num = pd.to_numeric(ts, errors='coerce')
-    if num.notna().all(): return num
-    dt = pd.to_datetime(ts, errors='coerce', utc=True)
-    if dt.isna().any(): return ts  # left for _check_numeric to report
-    return pd.Series(dt.astype('int64') // 10**9, index=ts.index)
+    "Unix seconds from numbers, datetimes or date strings (times without a zone count as UTC); NaN where unreadable."
+    if ts.dtype.kind in 'iufb': return ts
+    if ts.dtype.kind != 'M':
+        num = pd.to_numeric(ts, errors='coerce')
+        if num.notna().all(): return num
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # "could not infer format": parsed one by one below
+            dt = pd.to_datetime(ts, errors='coerce', utc=True)
+            if dt.isna().sum() > ts.isna().sum(): dt = pd.to_datetime(ts, errors='coerce', utc=True, format='mixed')
+        if dt.notna().sum() <= num.notna().sum(): return num
+        ts = dt
+    return (pd.to_datetime(ts, utc=True) - _EPOCH) // pd.Timedelta(seconds=1)  # any resolution (pandas 3 keeps us, s, ...)
+
+_INT_ID = r'-?(?:0|[1-9]\d{0,17})'
+
+def _canonical_ids(col: pd.Series) -> pd.Series:
+    "Ids as given, except: text ids that are all plain integers ('42', not '007') and whole floats become int64."
+    if col.dtype.kind == 'f':
+        v = col.to_numpy()
+        return col.astype(np.int64) if len(v) and np.isfinite(v).all() and (v == np.floor(v)).all() and np.abs(v).max() < 2**53 else col
+    if col.dtype.kind in 'OSU' or isinstance(col.dtype, pd.StringDtype):
+        s = col.astype(str)
+        if len(s) and s.str.fullmatch(_INT_ID).all(): return s.astype(np.int64)
+        if col.dtype.kind == 'O' and pd.api.types.infer_dtype(col, skipna=True).startswith('mixed'):
+            warnings.warn(f"{col.name} mixes value types (e.g. {list(col.head(3))}): all of them are read as strings")
+            return s
+    return col
 
 # %% ../nbs/00_data.ipynb #87fe7733
+def _check_timestamps(inter: pd.DataFrame, dropna: bool) -> pd.DataFrame:
+    "Unix seconds, neither negative nor in the future (a day of clock skew allowed)."
+    inter = _check_numeric(inter, 'timestamp', dropna, values=_to_seconds(inter['timestamp']))
+    ts = inter['timestamp'].to_numpy(dtype=float)
+    if (ts < 0).any():
+        inter = _reject(inter, ts < 0, f"with a negative timestamp, before 1970 (e.g. {ts[ts < 0][0]:.0f})",
+                        "timestamps are Unix seconds or dates: fix those rows", dropna)
+    now, ts = time.time(), inter['timestamp'].to_numpy(dtype=float)
+    future = ts > now + 86_400
+    if future.any():
+        eg = ts[future][0]
+        unit = next(((u, f) for u, f in (('milliseconds', 10**3), ('microseconds', 10**6), ('nanoseconds', 10**9))
+                     if 1e8 <= eg / f <= now), None)  # 1e8 s: 1973
+        fix = "timestamps are Unix seconds: " + (f"these look like {unit[0]}, divide the column by {unit[1]:,}" if unit
+                                                 else "fix those rows")
+        inter = _reject(inter, future, f"with a timestamp in the future (e.g. {eg:.0f}, about the year "
+                        f"{1970 + eg / 31_556_952:.0f})", fix, dropna)
+    return inter.assign(timestamp=inter['timestamp'].astype(np.int64))
+
 def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                     items: pd.DataFrame|None=None, # one row per item, with text fields
                     users: pd.DataFrame|None=None, # one row per user, with features
                     columns: dict|None=None, # rename map applied to all frames, e.g. {'userId': 'user_id'}
-                    dropna: bool=False, # drop rows with missing ids/ratings instead of raising
+                    dropna: bool=False, # drop rows with missing or bad ids, ratings or timestamps instead of raising
                     name: str='custom', # a label for reports
                    ) -> Dataset:
     "Validate user-supplied frames and build a `Dataset`."
@@ -100,56 +156,119 @@ def from_dataframes(interactions: pd.DataFrame, # one row per interaction
     inter = interactions.rename(columns=columns)
     missing = [c for c in REQUIRED if c not in inter.columns]
     if missing:
-        raise DataError(f"interactions lack column(s) {missing}; found {list(inter.columns)}. "
-                        "Rename them or pass columns={'your_name': 'user_id', ...}")
+        src = f" in {inter.attrs['source']!r}" if inter.attrs.get('source') else ''
+        data_like = any(re.fullmatch(r'-?[\d.]+(?:\.\d+)?', str(c)) for c in inter.columns)
+        raise DataError(f"interactions{src} lack column(s) {missing}; found {list(inter.columns)}. "
+                        "Rename them or pass columns={'your_name': 'user_id', ...}"
+                        + (". The first line looks like data, not a header: add a header line such as "
+                           "user_id,item_id,rating,timestamp" if data_like else ''))
     if len(inter) == 0: raise DataError("the interactions table is empty: there is nothing to learn from")
     for c in REQUIRED:
         empty = inter[c].isna() | (inter[c].astype(str).str.strip() == '')
-        if empty.any():
-            if not dropna:
-                raise DataError(f"{empty.sum()} rows have a missing {c} (NaN or empty); "
-                                "fix them or pass dropna=True to drop those rows")
-            warnings.warn(f"dropped {empty.sum()} rows with a missing {c}")
-            inter = inter[~empty]
-    if 'rating' in inter: inter = _check_numeric(inter, 'rating', 'rating', dropna)
-    if 'timestamp' in inter:
-        inter = _check_numeric(inter.assign(timestamp=_to_seconds(inter['timestamp'])), 'timestamp', 'timestamp', dropna)
-        inter['timestamp'] = inter['timestamp'].astype(np.int64)
-        if (inter['timestamp'] < 0).any():
-            raise DataError(f"{(inter['timestamp'] < 0).sum()} timestamps are negative; timestamps are Unix seconds")
+        inter = _reject(inter, empty, f"with a missing {c} (NaN or empty)", "fill them in", dropna)
+        inter = inter.assign(**{c: _canonical_ids(inter[c])})
+    if 'rating' in inter: inter = _check_numeric(inter, 'rating', dropna)
+    if 'timestamp' in inter: inter = _check_timestamps(inter, dropna)
     if len(inter) == 0: raise DataError("no interactions are left after dropping rows with missing values")
+    try: dup = inter.duplicated().to_numpy()
+    except TypeError: dup = np.zeros(len(inter), bool)  # unhashable cells: nothing to compare
+    if dup.any():
+        warnings.warn(f"{dup.sum()} row{'s' if dup.sum() > 1 else ''} repeating an earlier row exactly ({_where(inter, dup)}); they are kept, and "
+                      "clean() and split() keep one interaction per (user, item) pair")
     for frame, key in ((items, 'item_id'), (users, 'user_id')):
         if frame is not None and key not in frame.rename(columns=columns):
             raise DataError(f"the {key[:-3]} table lacks an {key!r} column; found {list(frame.columns)}; "
                             f"pass columns={{'your_name': '{key}'}}")
     items = None if items is None else items.rename(columns=columns).dropna(subset=['item_id'])
     users = None if users is None else users.rename(columns=columns)
+    if items is not None: items = items.assign(item_id=_canonical_ids(items['item_id']))
+    if users is not None: users = users.assign(user_id=_canonical_ids(users['user_id']))
     if items is not None and inter['item_id'].dtype != items['item_id'].dtype:
         try: items = items.assign(item_id=items['item_id'].astype(inter['item_id'].dtype))
         except (ValueError, TypeError):
             raise DataError(f"item ids in the item table ({items['item_id'].dtype}) do not match those in the "
                             f"interactions ({inter['item_id'].dtype}); make both the same type") from None
-    return Dataset(inter.reset_index(drop=True), items, users, name)
+    inter = inter.reset_index(drop=True)
+    inter.attrs = {}  # line numbers no longer apply
+    return Dataset(inter, items, users, name)
 
 # %% ../nbs/00_data.ipynb #90aad075
-def _read_table(path, sep, what: str, **kw) -> pd.DataFrame:
-    "Read one delimited file with errors that name the file and the fix."
-    path = Path(path)
-    if not path.exists(): raise DataError(f"{what} file {str(path)!r} does not exist; check the path")
-    if path.stat().st_size == 0: raise DataError(f"{what} file {str(path)!r} is empty")
-    try: df = pd.read_csv(path, sep=sep, **kw)
+_SEPS = (',', '\t', ';', '|')
+_ML_MEMBERS = ('u.data', 'ratings.dat', 'ratings.csv', 'ml-100k.inter')
+
+def _sep_hint(header: str, sep: str) -> str:
+    "'it looks ';'-separated: ...' when the header line splits on another delimiter more than on `sep`."
+    counts = {s: header.count(s) for s in _SEPS if s != sep}
+    best = max(counts, key=counts.get)
+    if counts[best] > header.count(sep):
+        return f"it looks {best!r}-separated: pass sep={best!r} (command line: --sep {best!r})"
+    return "check the delimiter (sep=) and that every line has the same number of fields, with quotes closed"
+
+def _bad_byte(path: Path, encoding: str) -> tuple[int, int]|None:
+    "The first byte that does not decode and its line number, or None when the whole file decodes."
+    data = path.read_bytes()
+    try: data.decode(encoding)
+    except UnicodeDecodeError as e: return data[e.start], data.count(b'\n', 0, e.start) + 1
+    return None
+
+def _cut_off(path: Path, sep: str, n_fields: int) -> bool:
+    "Does the file end without a line end, in a last line with fewer fields than the header (an interrupted write)?"
+    with open(path, 'rb') as f:
+        f.seek(max(0, path.stat().st_size - 65536)); tail = f.read()
+    if not tail or tail.endswith((b'\n', b'\r')) or len(sep) != 1: return False
+    last = tail.rsplit(b'\n', 1)[-1]
+    return b'"' not in last and last.count(sep.encode()) + 1 < n_fields
+
+def _read_table(path, sep: str, what: str, encoding: str|None=None, dropna: bool=False, **kw) -> pd.DataFrame:
+    "Read one delimited file with errors that name the file, the line and the fix."
+    path = Path(path).expanduser()
+    where = f"{what} file {str(path)!r}"
+    if not path.exists(): raise DataError(f"{where} does not exist; check the path")
+    if path.is_dir():
+        raise DataError(f"{where} is a folder, not a file; pass the CSV file inside it "
+                        "(a MovieLens folder goes to load_movielens(name, path=...))")
+    with open(path, 'rb') as f: head = f.read(65536)
+    if not head.strip(): raise DataError(f"{where} is empty; it needs a header line (e.g. user_id,item_id,rating,timestamp) "
+                                         "and then one line per row")
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf: names = [n for n in zf.namelist() if not n.endswith('/')]
+        if any(Path(n).name in _ML_MEMBERS for n in names):
+            raise DataError(f"{where} is a MovieLens archive, not a CSV file: load it with load_movielens(name, path=...) "
+                            "(command line: --dataset ml-100k --path FILE)")
+        if len(names) != 1: raise DataError(f"{where} is a zip archive of {len(names)} files; unzip it and pass the CSV file")
+        kw['compression'] = 'zip'
+
+    def read(enc):
+        try: return pd.read_csv(path, sep=sep, encoding=enc, **kw)
+        except pd.errors.ParserError as e:
+            raise DataError(f"{where} could not be parsed ({str(e).strip().splitlines()[-1]}); "
+                            f"{_sep_hint((head.decode(enc, 'replace').strip().splitlines() or [''])[0], sep)}") from None
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{where} has no columns; it needs a header line such as user_id,item_id,rating,timestamp") from None
+        except LookupError: raise DataError(f"unknown encoding {enc!r}; use e.g. 'utf-8', 'cp1252' or 'latin-1'") from None
+
+    try: df = read(encoding or 'utf-8')
     except UnicodeDecodeError:
-        raise DataError(f"{what} file {str(path)!r} is not UTF-8 text; re-save it as UTF-8 or pass encoding='latin-1'") from None
-    except pd.errors.ParserError as e:
-        raise DataError(f"{what} file {str(path)!r} could not be parsed ({e}); check the delimiter (sep=) "
-                        "and that every line has the same number of fields") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{what} file {str(path)!r} has no columns; is it a CSV file?") from None
-    if len(df.columns) == 1 and len(str(df.columns[0])) > 1 and sep not in str(df.columns[0]):
-        for other in (',', '\t', ';', '|'):
-            if other != sep and other in str(df.columns[0]):
-                raise DataError(f"{what} file {str(path)!r} has one column {df.columns[0]!r}: it looks "
-                                f"{other!r}-separated; pass sep={other!r}")
+        byte, line = _bad_byte(path, encoding or 'utf-8') or (0, 0)
+        if encoding is not None:
+            raise DataError(f"{where} is not valid {encoding} text (byte 0x{byte:02x} on line {line}); re-save it as "
+                            "UTF-8, or pass the encoding it was written in, e.g. encoding='cp1252' or 'latin-1'") from None
+        fallback = 'cp1252' if _bad_byte(path, 'cp1252') is None else 'latin-1'
+        warnings.warn(f"{where} is not UTF-8 (byte 0x{byte:02x} on line {line}): read it as {fallback}; if names look "
+                      "wrong, re-save it as UTF-8 or pass encoding=")
+        df = read(fallback)
+    header = [str(c) for c in df.columns]
+    if len(header) == 1 and len(header[0]) > 1 and sep not in header[0] and any(s in header[0] for s in _SEPS):
+        raise DataError(f"{where} has one column {header[0]!r}: {_sep_hint(header[0], sep)}")
+    if len(df) and _cut_off(path, sep, len(header)):
+        msg = (f"the last line of {where} has fewer fields than the header ({len(header)}) and no line end: the file "
+               "looks cut off (an interrupted download or copy?)")
+        if not dropna: raise DataError(msg + "; re-create the file, or pass dropna=True to drop that line")
+        warnings.warn(msg + ": dropped that line")
+        df = df.iloc[:-1]
+    if len(df) == 0:
+        raise DataError(f"{where} has a header line ({', '.join(header)}) but no data rows; add one line per row")
+    df.attrs['source'] = str(path)
     return df
 
 def load_csv(interactions: str|Path, # path to the interactions file
@@ -157,14 +276,19 @@ def load_csv(interactions: str|Path, # path to the interactions file
              users: str|Path|None=None, # optional path to the user table
              sep: str=',', # field delimiter
              columns: dict|None=None, # rename map, e.g. {'userId': 'user_id', 'movieId': 'item_id'}
-             dropna: bool=False, # drop rows with missing ids/ratings instead of raising
-             encoding: str='utf-8', # text encoding of the files
+             dropna: bool=False, # drop bad rows (missing ids, non-numeric ratings, a cut-off last line) instead of raising
+             encoding: str|None=None, # text encoding; None: UTF-8, falling back to cp1252/latin-1 with a warning
              name: str|None=None, # a label for reports (default: the file name)
             ) -> Dataset:
     "Load your own delimited files into a `Dataset`."
-    read = lambda p, what: None if p is None else _read_table(p, sep, what, encoding=encoding)
-    return from_dataframes(read(interactions, 'interactions'), read(items, 'items'), read(users, 'users'),
-                           columns=columns, dropna=dropna, name=name or Path(interactions).stem)
+    columns = columns or {}
+    def read(p, what, keys):
+        if p is None: return None
+        ids = set(keys) | {k for k, v in columns.items() if v in keys}  # ids stay text: '007' keeps its zeros
+        return _read_table(p, sep, what, encoding=encoding, dropna=dropna, dtype={c: str for c in ids})
+    return from_dataframes(read(interactions, 'interactions', REQUIRED), read(items, 'items', ('item_id',)),
+                           read(users, 'users', ('user_id',)), columns=columns, dropna=dropna,
+                           name=name or Path(interactions).stem)
 
 # %% ../nbs/00_data.ipynb #c40c7426
 _ARTICLES = ('The', 'A', 'An', 'Les', 'La', 'Le', "L'", 'Il', 'Das', 'Der', 'Die', 'El', 'Los', 'Las')
@@ -243,25 +367,43 @@ def _read_recbole(open_):
 _READERS = {'u.data': _read_ml100k, 'ratings.dat': _read_ml1m, 'ratings.csv': _read_mlcsv, 'ml-100k.inter': _read_recbole}
 
 # %% ../nbs/00_data.ipynb #d00cfe67
-def _opener(path: Path):
-    "A function opening members of a folder or zip by base name, and the member names found."
+def _opener(path: Path, url: str):
+    "A function opening members of a folder or zip by base name, the member names found, and a function closing it all."
+    zf = None
     if zipfile.is_zipfile(path):
-        zf = zipfile.ZipFile(path)
+        try: zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{str(path)!r} is a damaged zip archive ({e}); download it again ({url})") from None
         names = {Path(n).name: n for n in zf.namelist() if not n.endswith('/')}
-        return (lambda name: io.BytesIO(zf.read(names[name]))), names
-    if path.is_dir():
-        names = {p.name: p for p in path.rglob('*') if p.is_file()}
-        return (lambda name: names[name]), names  # a path: pandas opens and closes the file
-    raise DataError(f"{str(path)!r} is neither a folder nor a zip archive; pass the folder or .zip of a MovieLens release")
+        close = zf.close
+    elif path.is_dir():
+        names, close = {p.name: p for p in path.rglob('*') if p.is_file()}, lambda: None
+    else:
+        raise DataError(f"{str(path)!r} is neither a folder nor a zip archive (a damaged or partial download?); "
+                        f"pass the folder or .zip of a MovieLens release ({url})")
+    def open_(name):
+        if name not in names:
+            raise DataError(f"{str(path)!r} lacks {name!r}: it is an incomplete copy of the MovieLens release; "
+                            f"download it again ({url})")
+        return io.BytesIO(zf.read(names[name])) if zf is not None else names[name]  # a path: pandas opens and closes it
+    return open_, names, close
 
 def _read_archive(path: Path, name: str) -> Dataset:
     "Read a MovieLens folder or zip of any supported layout."
-    open_, names = _opener(path)
-    key = next((k for k in _READERS if k in names), None)
-    if key is None:
-        raise DataError(f"{str(path)!r} is not a MovieLens archive: it has none of {list(_READERS)}; "
-                        f"pass the folder or zip downloaded from GroupLens ({MOVIELENS.get(name, MOVIELENS['ml-100k'])})")
-    inter, items, users = _READERS[key](open_)
+    url = MOVIELENS.get(name, MOVIELENS['ml-100k'])
+    open_, names, close = _opener(path, url)
+    try:
+        key = next((k for k in _READERS if k in names), None)
+        if key is None:
+            raise DataError(f"{str(path)!r} is not a MovieLens archive: it has none of {list(_READERS)} (it has "
+                            f"{sorted(names)[:5]}); pass the folder or zip downloaded from GroupLens ({url})")
+        try: inter, items, users = _READERS[key](open_)
+        except DataError: raise
+        except (OSError, EOFError, zlib.error, zipfile.BadZipFile, UnicodeDecodeError, ValueError, KeyError, IndexError) as e:
+            reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:120] if str(e).strip() else ''}"
+            raise DataError(f"could not read the MovieLens files in {str(path)!r} ({reason}); the archive looks damaged "
+                            f"or edited: download it again ({url})") from None
+    finally: close()
     return from_dataframes(inter, items, users, name=name)
 
 def _recbole_copy() -> Path|None:
@@ -328,6 +470,28 @@ def _kcore(inter: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
         if keep.all(): return inter
         inter = inter[keep]
 
+def _latest_per_pair(inter: pd.DataFrame) -> pd.DataFrame:
+    "One interaction per (user, item), the latest (ties: the later row), in the original row order."
+    if 'timestamp' in inter: inter = inter.iloc[np.argsort(inter['timestamp'].to_numpy(), kind='stable')]
+    return inter.drop_duplicates(['user_id', 'item_id'], keep='last').sort_index()
+
+def _why_empty(inter: pd.DataFrame, implicit_threshold, min_user: int, min_item: int) -> str:
+    "Which cleaning threshold removed every interaction, and how far to lower it."
+    if implicit_threshold is not None:
+        top = inter['rating'].max()
+        if top < implicit_threshold:
+            return (f"implicit_threshold={implicit_threshold} keeps no rating (the highest is {top:g}); lower "
+                    f"implicit_threshold (command line: --implicit) to at most {top:g}")
+        inter = inter[inter['rating'] >= implicit_threshold]
+    for k, col, what, flag in ((min_user, 'user_id', 'user', 'min-user'), (min_item, 'item_id', 'item', 'min-item')):
+        most = int(inter.groupby(col).size().max())
+        if k > most:
+            return (f"min_{what}_interactions={k} is more than any {what} has (the most is {most}); lower "
+                    f"min_{what}_interactions (command line: --{flag}) to at most {most}")
+    return (f"k-core filtering with min_user_interactions={min_user} and min_item_interactions={min_item} removes "
+            "everything (dropping sparse users leaves items under their threshold, and the other way round); lower one "
+            "or both (command line: --min-user, --min-item)")
+
 def clean(ds: Dataset, # the dataset to clean
           min_user_interactions: int=0, # k-core threshold for users
           min_item_interactions: int=0, # k-core threshold for items
@@ -336,18 +500,16 @@ def clean(ds: Dataset, # the dataset to clean
          ) -> Dataset:
     "Deduplicate, binarise and k-core filter; returns a re-indexed `Dataset`."
     inter = ds.interactions.drop(columns=['user_idx', 'item_idx'])
-    if dedupe:
-        if 'timestamp' in inter: inter = inter.iloc[np.argsort(inter['timestamp'].to_numpy(), kind='stable')]
-        inter = inter.drop_duplicates(['user_id', 'item_id'], keep='last').sort_index()
+    if dedupe: inter = _latest_per_pair(inter)
+    before = inter
     if implicit_threshold is not None:
         if 'rating' not in inter: raise DataError("implicit_threshold needs a 'rating' column; this dataset has none")
         inter = inter[inter['rating'] >= implicit_threshold]
     kcore = min_user_interactions > 1 or min_item_interactions > 1
     if kcore: inter = _kcore(inter, min_user_interactions, min_item_interactions)
     if len(inter) == 0:
-        raise DataError(f"no interactions are left after cleaning (implicit_threshold={implicit_threshold}, "
-                        f"min_user_interactions={min_user_interactions}, min_item_interactions={min_item_interactions}); "
-                        "lower the thresholds")
+        raise DataError("no interactions are left after cleaning (lower the thresholds): "
+                        + _why_empty(before, implicit_threshold, min_user_interactions, min_item_interactions))
     items = ds.items.drop(columns='item_idx')
     if kcore: items = items[items['item_id'].isin(inter['item_id'].unique())]
     users = None if ds.users is None else ds.users[ds.users['user_id'].isin(inter['user_id'].unique())]
@@ -448,32 +610,59 @@ def split(ds: Dataset, # the dataset to split
          ) -> Split:
     "Split interactions by a protocol; no test interaction ever reaches training."
     if protocol not in PROTOCOLS: raise DataError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
+    if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
+        raise DataError(f"ratios must be three train/valid/test shares, none negative, summing to 1; got {ratios}")
     rng, inter, cold = np.random.default_rng(seed), ds.interactions, None
+    if inter.duplicated(['user_idx', 'item_idx']).any():
+        inter = _latest_per_pair(inter)
+        warnings.warn(f"{len(ds.interactions) - len(inter)} interactions repeat a (user, item) pair: split keeps the "
+                      "latest of each, so that no test pair is also in training; call clean() first to do it explicitly")
     if protocol == 'random': parts = _split_random(inter, rng, ratios)
     elif protocol == 'loo': parts = _split_loo(inter)
     else: parts, cold = _split_cold(inter, rng, cold_fraction, ds.n_items)
     return Split(ds, *parts, protocol=protocol, seed=seed, cold_items=cold)
 
 # %% ../nbs/00_data.ipynb #2ad31030
+_CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f]+')
+_SURROGATE = re.compile(r'[\ud800-\udfff]')
+
+def _clean_text(s: str) -> str:
+    "NFC-normalised text without control characters (NUL, ...), lone surrogates or runs of whitespace."
+    s = unicodedata.normalize('NFC', _SURROGATE.sub('\ufffd', s))
+    return ' '.join(_CONTROL.sub(' ', s).split())
+
 def _field(v) -> str:
-    if v is None or (not isinstance(v, str) and pd.isna(v)): return ''
+    if isinstance(v, (list, tuple, set, np.ndarray)): return '|'.join(filter(None, map(_field, v)))  # genres as a list
+    if v is None or pd.isna(v): return ''
+    if isinstance(v, bytes): v = v.decode('utf-8', 'replace')
     if isinstance(v, float) and v.is_integer(): return str(int(v))  # a year read as 2001.0
-    return str(v)
+    return _clean_text(str(v))
 
 def item_text(items: pd.DataFrame, # the item table (title, year, genres, ...)
               template: str|None=None, # a str.format template over the columns, e.g. "{title}: {genres}"
               max_chars: int=2000, # cut longer texts
              ) -> list[str]:
-    "Render one text per item row."
+    "Render one text per item row; an item without any text gets 'item <id>'."
+    if isinstance(max_chars, bool) or not isinstance(max_chars, (int, np.integer)) or max_chars < 1:
+        raise DataError(f"max_chars must be a positive integer, got {max_chars!r}")
     rows = items.to_dict('records')
+    ids = items['item_id'].tolist() if 'item_id' in items else list(range(len(items)))
+    fallback = lambda i: f"item {_field(ids[i]) or i}"
+    texts = []
     if template is not None:
-        try: texts = [template.format(**{k: _field(v).replace('|', ', ') for k, v in r.items()}) for r in rows]
-        except KeyError as e:
-            raise DataError(f"template field {e} is not an item column; available: {list(items.columns)}") from None
+        try: fields = {re.split(r'[.\[]', f)[0] for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+        except ValueError as e: raise DataError(f"template {template!r} is not a str.format template ({e}); write fields as {{column}}") from None
+        for i, r in enumerate(rows):
+            vals = {str(k): _field(v).replace('|', ', ') for k, v in r.items()}
+            try: t = template.format(**vals)
+            except KeyError as e:
+                raise DataError(f"template field {e} is not an item column; available: {list(items.columns)}") from None
+            except (ValueError, IndexError, AttributeError) as e:
+                raise DataError(f"template {template!r} cannot be filled in ({e}); write fields as {{column}}") from None
+            texts.append(t if not fields or any(vals.get(f) for f in fields) else fallback(i))
     else:
-        texts = []
-        for r in rows:
-            title, year, genres = _field(r.get('title')) or f"item {r.get('item_id')}", _field(r.get('year')), _field(r.get('genres'))
+        for i, r in enumerate(rows):
+            title, year, genres = _field(r.get('title')) or fallback(i), _field(r.get('year')), _field(r.get('genres'))
             texts.append(title + (f" ({year})" if year else '') + '.' + (f" Genres: {genres.replace('|', ', ')}." if genres else ''))
     return [t[:max_chars] for t in texts]
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_encoders.ipynb #1b674f88
 from __future__ import annotations
-import os, json, time, uuid, hashlib, warnings, contextlib
+import os, re, json, time, uuid, hashlib, warnings, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -221,7 +221,7 @@ def pool(hidden: torch.Tensor, # token vectors [batch, tokens, dim]
     raise DataError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 # %% ../nbs/02_encoders.ipynb #a7ab2998
-def _text_hash(text: str) -> str: return hashlib.blake2b(text.encode('utf-8'), digest_size=16).hexdigest()
+def _text_hash(text: str) -> str: return hashlib.blake2b(text.encode('utf-8', 'surrogatepass'), digest_size=16).hexdigest()
 
 def _checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
     h = hashlib.blake2b(digest_size=16)
@@ -232,6 +232,7 @@ def _checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
 class _VectorCache:
     "Vectors of one encoder identity: shard files of (text hash, vector) pairs, each with a checksum."
     max_shards = 8
+    stale_tmp_seconds = 3600  # a temporary file this old was left by a writer that died
 
     def __init__(self, root: Path, identity: dict, dim: int):
         key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
@@ -239,6 +240,9 @@ class _VectorCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder/'identity.json'
         if not meta.exists(): self._atomic(meta, lambda f: f.write(json.dumps(identity, indent=1).encode()))
+        for tmp in self.folder.glob('.tmp-*'):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > self.stale_tmp_seconds: tmp.unlink()
 
     def _atomic(self, path: Path, write):
         tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
@@ -257,8 +261,9 @@ class _VectorCache:
         except FileNotFoundError: return None  # removed meanwhile by another process compacting
         except Exception as e: problem = f"unreadable ({type(e).__name__})"
         else:
-            if vecs.dtype != np.float32 or vecs.ndim != 2 or vecs.shape[1] != self.dim or keys.shape != (len(vecs),):
-                problem = f"wrong shape {vecs.shape} {vecs.dtype}, expected (n, {self.dim}) float32"
+            if (vecs.dtype != np.float32 or vecs.ndim != 2 or vecs.shape[1] != self.dim or keys.shape != (len(vecs),)
+                    or keys.dtype.kind != 'U'):
+                problem = f"wrong shape {vecs.shape} {vecs.dtype} (keys {keys.dtype}), expected (n, {self.dim}) float32"
             elif check != _checksum(keys, vecs): problem = "checksum mismatch"
             elif not np.isfinite(vecs).all(): problem = "non-finite values"
             else: return keys, vecs
@@ -297,6 +302,7 @@ class _VectorCache:
 
 # %% ../nbs/02_encoders.ipynb #820bab8a
 _LOADED: dict = {}
+_SURROGATE = re.compile(r'[\ud800-\udfff]')
 
 def _as_encoder(model) -> Encoder:
     "An Encoder as given, or loaded once per process from a name or path."
@@ -307,11 +313,25 @@ def _as_encoder(model) -> Encoder:
     if key not in _LOADED: _LOADED[key] = load_encoder(model)
     return _LOADED[key]
 
+def _tokenizer_fingerprint(tok) -> str:
+    "A hash of what maps text to token ids (vocabulary, normaliser, added tokens), computed once per tokenizer."
+    memo = getattr(tok, '_transferrec_fingerprint', None)
+    if memo: return memo
+    backend = getattr(tok, 'backend_tokenizer', None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        for k in ('truncation', 'padding'): spec.pop(k, None)  # set per call, not part of the mapping
+    else: spec = sorted(tok.get_vocab().items())
+    fp = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()
+    with contextlib.suppress(Exception): object.__setattr__(tok, '_transferrec_fingerprint', fp)
+    return fp
+
 def _identity(enc: Encoder, max_length: int) -> dict:
     tok = enc.tokenizer
-    return dict(format=1, name=enc.name, model=type(enc.model).__name__, pooling=enc.pooling, pretrained=enc.pretrained,
+    return dict(format=2, name=enc.name, model=type(enc.model).__name__, pooling=enc.pooling, pretrained=enc.pretrained,
                 quantized=enc.quantized, weights=enc.fingerprint, max_length=max_length, dim=enc.dim,
-                tokenizer=[type(tok).__name__, len(tok), tok.pad_token_id, bool(getattr(tok, 'do_lower_case', False))])
+                tokenizer=[type(tok).__name__, len(tok), tok.pad_token_id, bool(getattr(tok, 'do_lower_case', False)),
+                           _tokenizer_fingerprint(tok)])
 
 def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
     "Encode token id lists: longest first, padded per batch on the right, results in the input order."
@@ -361,13 +381,18 @@ def encode_texts(texts, # a list (or Series / array) of strings
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise DataError(f"{what} must be a positive integer, got {v!r}")
     max_length = int(min(max_length, enc.max_length))
+    texts = [_SURROGATE.sub('\ufffd', t) for t in texts]  # lone surrogates (from broken decoding) cannot be tokenized
     out = np.zeros((len(texts), enc.dim), dtype=np.float32)
     if texts:
         unique = list(dict.fromkeys(texts))
         keys = [_text_hash(t) for t in unique]
-        cache = None if cache_dir is False else _VectorCache(
-            cache_home() if cache_dir is None or cache_dir is True else Path(cache_dir).expanduser(),
-            _identity(enc, max_length), enc.dim)
+        cache = None
+        if cache_dir is not False:
+            root = cache_home() if cache_dir is None or cache_dir is True else Path(cache_dir).expanduser()
+            try: cache = _VectorCache(root, _identity(enc, max_length), enc.dim)
+            except OSError as e:
+                warnings.warn(f"cannot use the vector cache folder {root} ({e}): vectors are not cached; pass cache_dir= "
+                              "a writable folder, or cache_dir=False")
         found = cache.get(keys) if cache else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
@@ -378,7 +403,10 @@ def encode_texts(texts, # a list (or Series / array) of strings
             ids = [list(x) if len(x) else [fill] for x in ids]  # an empty text still gets one token
             vecs = _forward(enc, ids, int(batch_size), progress)
             found.update(zip((keys[i] for i in todo), vecs))
-            if cache: cache.put([keys[i] for i in todo], vecs)
+            if cache:
+                try: cache.put([keys[i] for i in todo], vecs)
+                except OSError as e:
+                    warnings.warn(f"could not write to the vector cache {cache.folder} ({e}): the vectors are not cached")
         row = {t: found[k] for t, k in zip(unique, keys)}
         out[:] = np.stack([row[t] for t in texts])
     if normalize: out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
