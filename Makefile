@@ -25,8 +25,9 @@ $(STAMP): settings.ini setup.py
 	$(PY) -m pip install -q --no-deps recbole==1.2.1
 	touch $(STAMP)
 
+# the main job: baselines and transfer models under loo and cold, recommendations, a report in runs/ (about 7 minutes)
 demo: install
-	$(BIN)/transferrec benchmark --dataset ml-100k --protocol random --models pop,itemknn,ease,bpr
+	$(BIN)/transferrec quickstart
 
 # fails when the notebooks and the generated module disagree, or a notebook is not clean
 check-sync: install

@@ -219,6 +219,12 @@ def _load_weights(module: torch.nn.Module, path: Path):
         raise DataError(f"the weights in {str(path)!r} do not fit this model ({str(e)[:160]}); the run folder mixes files "
                         "from different models or settings: retrain") from None
 
+def _need(folder: Path, strategy: str, *names: str):
+    "Refuse a run folder that lacks the files a strategy writes."
+    missing = [n for n in names if not (folder/n).exists()]
+    if missing: raise DataError(f"{str(folder)!r} has no {', '.join(missing)}: it was not saved by the {strategy} strategy, "
+                                "so its config and files come from different runs: retrain")
+
 @patch
 def save_state(self: SequentialRecommender, folder: Path): # an empty folder to write into
     "Write the weights and text vectors."
@@ -229,6 +235,7 @@ def save_state(self: SequentialRecommender, folder: Path): # an empty folder to 
 def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
     "Rebuild the network from its config and load the saved weights."
     c = self.config
+    _need(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if 'text' in c['item_repr'] else []))
     if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy')
     tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
     self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
@@ -246,6 +253,7 @@ def save_state(self: TwoTowerRecommender, folder: Path): # an empty folder to wr
 def restore_state(self: TwoTowerRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
     "Load the fine-tuned encoder and the item vectors."
     from transferrec.encoders import load_encoder
+    _need(folder, 'two-tower', 'encoder', 'item_vectors.npy')
     self.encoder = load_encoder(folder/'encoder', pooling=self.config['pooling'])
     self.encoder.model.eval()
     self.item_vectors_ = np.load(folder/'item_vectors.npy')
@@ -263,6 +271,7 @@ def save_state(self: CrossEncoderReranker, folder: Path): # an empty folder to w
 def restore_state(self: CrossEncoderReranker, folder: Path, items: pd.DataFrame): # the run folder, its item table
     "Load the classifier and the retriever."
     c = self.config
+    _need(folder, 'cross-encoder', 'cross_encoder', 'retriever')
     self.model, self.tokenizer = cross_encoder_model(str(folder/'cross_encoder'), c['num_labels'], True, c['seed'])
     self.model.eval()
     self.collator = PairTextCollator(self.tokenizer, c['max_length'], c['num_labels'])
@@ -320,7 +329,11 @@ def load(cls: Recommender, path: str|Path # a run folder written by `save`
     meta = _read_meta(path)
     rec = cls(meta['strategy'], **meta['config'])
     items = pd.read_json(path/'items.json', orient='records')
-    rec.model.restore_state(path, items)
+    try: rec.model.restore_state(path, items)
+    except DataError: raise
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise DataError(f"{str(path)!r} says it holds a {meta['strategy']} run, but its files do not load as one "
+                        f"({type(e).__name__}: {str(e)[:160]}); the folder mixes files from different runs: retrain") from None
     rec.model.history = meta.get('history', [])
     h = np.load(path/'histories.npz', allow_pickle=False)
     unflat = lambda flat, lengths: np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
