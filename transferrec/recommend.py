@@ -30,7 +30,7 @@ def build_strategy(strategy: str, # a key of `STRATEGIES`
             if shared in config: r.setdefault(shared, config[shared])
         config = {**config, 'retriever': build_strategy(r.pop('strategy', 'two-tower'), **r)}
     try: return STRATEGIES[strategy](**config)
-    except TypeError as e: raise DataError(f"bad option for the {strategy} strategy: {e}") from None
+    except TypeError as e: raise DataError(f"bad option for the {strategy} strategy: {e}; see help({STRATEGIES[strategy].__name__}) for its options") from None
 
 class Recommender:
     "Fit, score, recommend, explain, save and load, over any transfer strategy."
@@ -82,7 +82,7 @@ def _item_rows(rec, ids) -> np.ndarray:
     ids = np.atleast_1d(np.asarray(ids))
     pos = rec._iindex.get_indexer(pd.Index(ids).astype(rec._iindex.dtype, copy=False)) if len(ids) else np.zeros(0, int)
     if (pos < 0).any():
-        raise DataError(f"unknown item id(s) {list(ids[pos < 0][:5])}: not in the catalogue of {len(rec._iindex)} items; "
+        raise DataError(f"unknown item id(s) {ids[pos < 0][:5].tolist()}: not in the catalogue of {len(rec._iindex)} items; "
                         "use ids from the item table, or add new items with add_items()")
     return pos.astype(np.int64)
 
@@ -107,7 +107,7 @@ def _explain(rec, history: np.ndarray, items: np.ndarray, full: np.ndarray, n: i
 # %% ../nbs/04_recommend.ipynb #bcfdad5f
 def _user_history(rec, user_id) -> np.ndarray:
     pos = rec._uindex.get_indexer([user_id])[0]
-    if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {list(rec.user_ids[:3])}, "
+    if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {rec.user_ids[:3].tolist()}, "
                                 "or recommend for a new user with history=[item ids] or text='...'")
     return np.asarray(rec.histories[pos])
 
@@ -216,7 +216,7 @@ def _json_config(config: dict) -> dict:
 def _load_weights(module: torch.nn.Module, path: Path):
     try: module.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
     except RuntimeError as e:
-        raise DataError(f"the weights in {str(path)!r} do not fit this model ({str(e)[:160]}); the run folder mixes files "
+        raise DataError(f"the weights in {str(path)!r} do not fit this model ({' '.join(str(e).split())[:200]}); the run folder mixes files "
                         "from different models or settings: retrain") from None
 
 def _need(folder: Path, strategy: str, *names: str):
