@@ -102,3 +102,18 @@ def test_quickstart_fast_writes_report(tmp_path):
     m = json.loads((out/'metrics.json').read_text())['results']
     assert set(m) == {'loo', 'cold'} and 'sequential-text+id' in m['loo'] and 'ndcg@10_cold' in m['cold']['sequential-text']
     assert 'top 10 for user' in r.stdout and 'top 10 for a new user' in r.stdout
+
+def test_train_two_tower_run(tiny_bert, tmp_path, capsys):
+    out = tmp_path/'tower'
+    opts = ['--option', 'max_steps=6', '--option', 'eval_steps=3', '--option', 'batch_size=16', '--option', 'progress=false',
+            '--option', 'num_threads=1', '--option', 'trainable_layers=null']
+    code, _, err = call(capsys, 'train', '--dataset', 'synthetic', '--strategy', 'two-tower', '--model', tiny_bert, *opts,
+                        '--out', str(out))
+    assert code == 0, err
+    assert (out/'encoder'/'config.json').exists() and not (out/'checkpoints').exists()
+    code, text, err = call(capsys, 'recommend', '--run', str(out), '--text', 'space adventures', '--k', '3')
+    assert code == 0 and len(text.strip().splitlines()) == 4, err
+    code, _, err = call(capsys, 'evaluate', '--run', str(out), '--json', str(tmp_path/'e.json'))
+    assert code == 0, err
+    trained = json.loads((out/'metrics.json').read_text())['metrics']
+    assert json.loads((tmp_path/'e.json').read_text()) == pytest.approx(trained, abs=1e-6)

@@ -71,3 +71,39 @@ def test_corrupt_strategy_file_detected(fitted, tmp_path):
     victim = next(p for p in sorted(run.rglob('*.safetensors')))
     victim.write_bytes(victim.read_bytes()[:64])
     with pytest.raises(DataError, match='corrupt'): Recommender.load(run)
+
+
+RESUME = {**TOWER, 'max_steps': 24, 'eval_steps': 4, 'batch_size': 16}
+
+def test_two_tower_resumes_after_sigkill(tiny_bert, data, tmp_path, monkeypatch):
+    "A Trainer run killed with SIGKILL resumes from its newest complete checkpoint and ends with the same weights."
+    import os, signal, subprocess, sys, textwrap, time
+    from transferrec.twotower import TwoTowerRecommender, TRAINER_STATE
+    ckpt = tmp_path/'ckpt'
+    script = textwrap.dedent(f"""
+        import time
+        from transferrec.data import split, synthetic
+        from transferrec.twotower import TwoTowerRecommender, ValidatingTrainer
+        slow = ValidatingTrainer.training_step
+        def training_step(self, *a, **k):
+            time.sleep(0.3); return slow(self, *a, **k)
+        ValidatingTrainer.training_step = training_step
+        data = split(synthetic(n_users=80, n_items=60, interactions_per_user=12, seed=4), 'loo')
+        TwoTowerRecommender(model={tiny_bert!r}, **{RESUME!r}).fit(data, checkpoint={str(ckpt)!r})
+    """)
+    proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not list(ckpt.glob(f'checkpoint-8/{TRAINER_STATE}')) and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL); proc.wait()
+    steps = sorted(int(p.parent.name.split('-')[1]) for p in ckpt.glob(f'checkpoint-*/{TRAINER_STATE}'))
+    assert steps and steps[-1] < 24, f"the run was not interrupted: {steps}"
+    from transferrec.twotower import ValidatingTrainer
+    calls, step = [], ValidatingTrainer.training_step
+    monkeypatch.setattr(ValidatingTrainer, 'training_step', lambda self, *a, **k: calls.append(1) or step(self, *a, **k))
+    resumed = TwoTowerRecommender(model=tiny_bert, **RESUME).fit(data, checkpoint=ckpt)
+    assert len(calls) == 24 - steps[-1]                          # it really continued from the checkpoint
+    straight = TwoTowerRecommender(model=tiny_bert, **RESUME).fit(data)
+    assert [h['step'] for h in resumed.history] == [h['step'] for h in straight.history]
+    np.testing.assert_allclose(resumed.item_vectors_, straight.item_vectors_, atol=1e-5)
+    with pytest.raises(DataError, match='other settings or data'):
+        TwoTowerRecommender(model=tiny_bert, **{**RESUME, 'lr': 1e-3}).fit(data, checkpoint=ckpt)

@@ -123,26 +123,26 @@ def train_run(ds, # a `Dataset`
               strategy: str='sequential', # a key of `STRATEGIES`
               options: dict|None=None, # options of the strategy (see `strategy_options`)
               seed: int=0, # split seed
-              resume: bool=False, # continue an interrupted sequential run from its checkpoint
+              resume: bool=False, # continue an interrupted run from its checkpoint
               source: dict|None=None, # the dataset options, recorded so `evaluate` can rebuild the data
               progress: bool=True, # show progress bars
              ) -> tuple:
     "Train a recommender on a split and save it as a run folder with its test metrics: (recommender, metrics)."
     from transferrec.evaluate import protocol_metrics
     from transferrec.recommend import Recommender
-    out = Path(out); ckpt = out/'checkpoint.pt'
+    out = Path(out); ckpt = out/('checkpoint.pt' if strategy == 'sequential' else 'checkpoints')
     if (out/'config.json').exists():
         raise DataError(f"{str(out)!r} already holds a finished run; choose another --out or delete that folder")
     if ckpt.exists() and not resume:
         raise DataError(f"{str(out)!r} holds an interrupted run; pass --resume to continue it, or choose another --out")
     if resume and not ckpt.exists():
-        raise DataError(f"nothing to resume in {str(out)!r}: it has no checkpoint.pt (only the sequential strategy writes one)")
+        raise DataError(f"nothing to resume in {str(out)!r}: it has no {ckpt.name} (train it first, without --resume)")
     if out.exists() and not ckpt.exists() and any(out.iterdir()):
         raise DataError(f"{str(out)!r} is not empty and is not a run; choose a new folder for --out")
     sp = split(ds, protocol, seed=seed)
     rec = Recommender(strategy, **{'progress': progress, **(options or {})})
     t0 = time.perf_counter()
-    rec.fit(sp, checkpoint=ckpt if strategy == 'sequential' else None)
+    rec.fit(sp, checkpoint=ckpt)
     seconds = time.perf_counter() - t0
     metrics = protocol_metrics(rec, sp)
     rec.data['source'] = source

@@ -5,6 +5,7 @@
 # %% ../nbs/03b_cross_encoder.ipynb #8871e3f2
 from __future__ import annotations
 import contextlib, inspect, time
+from pathlib import Path
 import numpy as np, pandas as pd, torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
 from transformers.trainer_callback import PrinterCallback
@@ -12,8 +13,8 @@ from transformers.utils import logging as hf_logging
 from .data import DataError, Split, item_text, sample_negatives
 from .encoders import default_encoder_path
 from .twotower import (item_titles, history_text, next_item_pairs, KeepBest, ValidatingTrainer, training_args,
-                                  scratch_dir, freeze_layers)
-from .finetune import torch_threads
+                                  scratch_dir, freeze_layers, last_checkpoint)
+from .finetune import torch_threads, split_fingerprint
 
 # %% auto #0
 __all__ = ['CROSS_ENCODER_TUTORIAL', 'CROSS_ENCODER_GPU', 'PairTextDataset', 'PairTextCollator', 'cross_encoder_model',
@@ -189,12 +190,13 @@ class CrossEncoderReranker:
                                np.concatenate([np.ones(len(q), np.int64), np.zeros(neg.size, np.int64)]))
 
     # -- training ------------------------------------------------------------------------------------------------
-    def fit(self, split: Split # the split to train on (its valid part drives early stopping)
+    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
+            checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
            ) -> 'CrossEncoderReranker':
         "Fit the retriever, then train the cross-encoder with the HF Trainer, early stopping on re-ranked valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split)
+        with torch_threads(self.num_threads): return self._fit(split, checkpoint)
 
-    def _fit(self, split):
+    def _fit(self, split, checkpoint=None):
         c = self.config
         if len(split.valid) == 0: raise DataError("the split has no validation interactions; early stopping needs them")
         if c['fit_retriever']: self.retriever.fit(split)
@@ -214,15 +216,18 @@ class CrossEncoderReranker:
         retr = self.retriever if _takes_on(self.retriever.score) else _IgnoreOn(self.retriever)
         self.retriever_valid_ndcg_ = evaluate(retr, split, k=10, on='valid', metrics=['ndcg'], users=valid_users)['ndcg@10']
         keep = KeepBest(self.model, 'eval_ndcg@10', c['patience'])
-        with scratch_dir(self.output_dir) as out:
+        with scratch_dir(checkpoint or self.output_dir) as out:
             args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
                                  c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
-                                 c['precision'])
+                                 c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
             trainer = CrossEncoderTrainer(model=self.model, args=args, train_dataset=train, eval_dataset=valid_users,
-                                          data_collator=self.collator, callbacks=[keep], validate=self._validate)
+                                          data_collator=self.collator, callbacks=[keep], validate=self._validate,
+                                          fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}")
             if not self.progress: trainer.remove_callback(PrinterCallback)
+            resume = last_checkpoint(out) if checkpoint else None
+            if resume: trainer.resume_from(resume)
             t0 = trainer._t0 = time.perf_counter()
-            trainer.train()
+            trainer.train(resume_from_checkpoint=resume)
             total = time.perf_counter() - t0
             keep.restore()
             self.history = trainer.curve

@@ -13,6 +13,7 @@ from .data import DataError, Dataset, Split, item_text
 from .finetune import SequentialRecommender, SequentialModel, item_vectors, split_fingerprint
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL, item_titles
 from .crossencoder import CrossEncoderReranker, CROSS_ENCODER_TUTORIAL, cross_encoder_model, PairTextCollator
+from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
 
 # %% auto #0
 __all__ = ['STRATEGIES', 'FORMAT_VERSION', 'TRANSFER_MODELS', 'build_strategy', 'Recommender']
@@ -41,13 +42,11 @@ class Recommender:
         self.model = build_strategy(strategy, **config)
 
     def fit(self, split: Split, # the split to train on; its valid part drives early stopping
-            checkpoint: str|Path|None=None, # sequential strategy: a training-state file, resumed if it exists
+            checkpoint: str|Path|None=None, # where training state is saved as it goes (sequential: a file, others: a
+                                            # Trainer folder); training resumes from it when it exists
            ) -> 'Recommender':
         "Train the strategy on a split."
-        if checkpoint is not None and self.strategy != 'sequential':
-            raise DataError(f"checkpoint= is supported by the sequential strategy; {self.strategy} resumes through "
-                            "the Trainer's own checkpoints (output_dir=...)")
-        self.model.fit(split, checkpoint=checkpoint) if checkpoint is not None else self.model.fit(split)
+        self.model.fit(split, checkpoint=checkpoint)
         train = split.sequences('train')
         self._adopt(split.dataset, train, [np.concatenate([a, b]) for a, b in zip(train, split.sequences('valid'))])
         self.data = {'dataset': split.dataset.name, 'protocol': split.protocol, 'seed': split.seed,
@@ -60,6 +59,7 @@ class Recommender:
         self.user_ids, self._uindex = np.asarray(dataset.user_ids), pd.Index(dataset.user_ids)
         self._iindex = pd.Index(self.items['item_id'])
         self.train_histories, self.histories = train_hist, full_hist
+        self.index_ = None  # a VectorIndex of the item vectors: build_index(), or built on demand for large catalogues
 
     @property
     def history(self) -> list: return self.model.history   # the training curve
@@ -92,12 +92,12 @@ def _window(rec) -> int:
     return c.get('max_len') or c.get('history_items') or 50
 
 @torch.inference_mode()
-def _explain(rec, history: np.ndarray, items: np.ndarray, full: np.ndarray, n: int=3) -> list[list]:
+def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray, n: int=3) -> list[list]:
     "For each recommended item, the history items whose removal lowers its score most."
     hist, ids = history[-_window(rec):], rec.items['item_id'].to_numpy()
     if len(hist) < 2: return [ids[hist].tolist() for _ in items]
     without = [np.delete(hist, i) for i in range(len(hist))]
-    drop = full[items][None, :] - rec.model.score_histories(without)[:, items]      # [len(hist), k]
+    drop = item_scores[None, :] - rec.model.score_histories(without)[:, items]      # [len(hist), k]
     out = []
     for j in range(len(items)):
         best = np.argsort(-drop[:, j], kind='stable')[:n]
@@ -127,23 +127,50 @@ def recommend(self: Recommender,
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
     if text is not None:
         if not isinstance(text, str) or not text.strip(): raise DataError("the text is empty; describe what the user likes")
-        scores, hist = np.asarray(self.model.score_text(text)), np.zeros(0, np.int64)
+        scores, hist, index = np.asarray(self.model.score_text(text)), np.zeros(0, np.int64), None
     else:
         if history is not None and len(history) == 0:
             raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
         hist = _user_history(self, user_id) if user_id is not None else _item_rows(self, history)
-        scores = self.model.score_histories([hist])[0]
-    if not np.isfinite(scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
-    ranked = scores.copy()
-    if exclude_seen and len(hist): ranked[hist] = -np.inf
-    k = min(k, int(np.isfinite(ranked).sum()))
-    top = np.argpartition(-ranked, k - 1)[:k] if k < len(ranked) else np.arange(len(ranked))
-    top = top[np.argsort(-ranked[top], kind='stable')]
+        index = _serving_index(self)
+        scores = None if index is not None else self.model.score_histories([hist])[0]
+    if index is not None: top, top_scores = top_items(index, self.model, hist, k, exclude=hist if exclude_seen else None)
+    else:
+        if not np.isfinite(scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
+        ranked = scores.copy()
+        if exclude_seen and len(hist): ranked[hist] = -np.inf
+        k = min(k, int(np.isfinite(ranked).sum()))
+        top = np.argpartition(-ranked, k - 1)[:k] if k < len(ranked) else np.arange(len(ranked))
+        top = top[np.argsort(-ranked[top], kind='stable')]
+        top_scores = scores[top]
+    if not np.isfinite(top_scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
     out = pd.DataFrame({'item_id': self.items['item_id'].to_numpy()[top],
                         'title': self.items['title'].to_numpy()[top] if 'title' in self.items else None,
-                        'score': scores[top]})
-    if explain and len(hist): out['because'] = _explain(self, hist, top, scores)
+                        'score': top_scores})
+    if explain and len(hist): out['because'] = _explain(self, hist, top, top_scores)
     return out
+
+# %% ../nbs/04_recommend.ipynb #8acf46f5
+@patch
+def build_index(self: Recommender,
+                kind: str='auto', # "auto", "exact", "ivf" or "hnsw" (see `transferrec.retrieval.VectorIndex`)
+                dtype: str='float32', # storage of the item vectors: "float16" halves their memory
+                **options, # other `VectorIndex` options, e.g. nprobe=32
+               ) -> VectorIndex:
+    "Index the item vectors, so `recommend` searches the top items instead of scoring the whole catalogue."
+    if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
+    if not supports_index(self.model):
+        raise DataError(f"the {self.strategy} strategy has no item vectors to index (it reads each user-item pair jointly); "
+                        "index a 'sequential' or 'two-tower' recommender")
+    self.index_ = VectorIndex(self.model.item_matrix(), kind=kind, dtype=dtype, **options)
+    return self.index_
+
+def _serving_index(rec) -> VectorIndex|None:
+    "The index `recommend` ranks with: the one built by `build_index`, or one built once the catalogue reaches AUTO_THRESHOLD."
+    ix = getattr(rec, 'index_', None)
+    if ix is not None and ix.n_items != len(rec.items): ix = rec.build_index(ix.kind, ix.dtype)  # items were added since
+    if ix is None and len(rec.items) >= AUTO_THRESHOLD and supports_index(rec.model): ix = rec.build_index()
+    return ix
 
 # %% ../nbs/04_recommend.ipynb #be16ccce
 @patch

@@ -5,6 +5,7 @@
 # %% ../nbs/03a_two_tower.ipynb #05abef56
 from __future__ import annotations
 import contextlib, math, os, re, shutil, tempfile, time, warnings
+from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
@@ -13,12 +14,12 @@ from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 from .data import DataError, Split, item_text
 from .encoders import Encoder, load_encoder, encode_texts, pool
-from .finetune import torch_threads
+from .finetune import torch_threads, split_fingerprint
 
 # %% auto #0
-__all__ = ['TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce', 'DualEncoder',
-           'PairDataset', 'PairCollator', 'KeepBest', 'ValidatingTrainer', 'TwoTowerTrainer', 'training_args',
-           'scratch_dir', 'freeze_layers', 'TwoTowerRecommender', 'plot_curve']
+__all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce',
+           'DualEncoder', 'PairDataset', 'PairCollator', 'KeepBest', 'ValidatingTrainer', 'last_checkpoint',
+           'TwoTowerTrainer', 'training_args', 'scratch_dir', 'freeze_layers', 'TwoTowerRecommender', 'plot_curve']
 
 # %% ../nbs/03a_two_tower.ipynb #941f59a1
 def item_titles(items: pd.DataFrame # the item table of a dataset
@@ -147,11 +148,14 @@ class KeepBest(TrainerCallback):
         "Load the best weights back."
         if self.state_dict is not None: self.module.load_state_dict(self.state_dict)
 
+TRAINER_STATE = 'transferrec_state.pt'
+
 class ValidatingTrainer(Trainer):
     "A Trainer whose `evaluate` calls `validate()` (full-ranking ndcg@10) and records the training curve."
-    def __init__(self, *args, validate=None, **kwargs):
+    def __init__(self, *args, validate=None, fingerprint: str|None=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.validate, self.curve, self.eval_seconds = validate, [], 0.0
+        self.fingerprint, self.zero_shot = fingerprint, None   # what a resumed checkpoint must match; ndcg before training
         self._loss_sum, self._loss_n, self._t0 = 0.0, 0, None
 
     def _track(self, loss):
@@ -172,6 +176,36 @@ class ValidatingTrainer(Trainer):
             self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         return metrics
+
+    def _keep(self): return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, KeepBest)), None)
+
+    def _save_checkpoint(self, model, trial):
+        "The Trainer's checkpoint, then the curve and early-stopping state: written last, that file marks it complete."
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save: return
+        folder = Path(self._get_output_dir(trial=trial))/f'checkpoint-{self.state.global_step}'
+        keep = self._keep()
+        blob = {'curve': self.curve, 'eval_seconds': self.eval_seconds, 'zero_shot': self.zero_shot,
+                'fingerprint': self.fingerprint,
+                'keep': None if keep is None else {k: getattr(keep, k) for k in ('best', 'best_step', 'state_dict', 'bad')}}
+        torch.save(blob, folder/f'{TRAINER_STATE}.tmp'); os.replace(folder/f'{TRAINER_STATE}.tmp', folder/TRAINER_STATE)
+
+    def resume_from(self, checkpoint: str # a checkpoint folder written by this trainer
+                   ):
+        "Restore the curve and early-stopping state of `checkpoint`; one written for other settings or data is refused."
+        blob = torch.load(Path(checkpoint)/TRAINER_STATE, map_location='cpu', weights_only=False)
+        if blob['fingerprint'] != self.fingerprint:
+            raise DataError(f"checkpoint {str(checkpoint)!r} was written by a run with other settings or data; resume with "
+                            "the same options, or delete the checkpoint folder to train from scratch")
+        self.curve, self.eval_seconds, self.zero_shot = blob['curve'], blob['eval_seconds'], blob['zero_shot']
+        keep = self._keep()
+        if keep is not None and blob['keep']: keep.__dict__.update(blob['keep'])
+
+def last_checkpoint(folder: str|Path # a Trainer output folder
+                   ) -> str|None:
+    "The newest complete checkpoint in `folder` (one whose transferrec state was written), or None."
+    done = [p for p in Path(folder).glob('checkpoint-*') if (p/TRAINER_STATE).exists() and p.name.split('-')[-1].isdigit()]
+    return str(max(done, key=lambda p: int(p.name.split('-')[-1]))) if done else None
 
 class TwoTowerTrainer(ValidatingTrainer):
     "The Trainer of the two-tower strategy: `compute_loss` is InfoNCE with the logQ correction."
@@ -201,9 +235,10 @@ def training_args(output_dir: str, # scratch folder for the Trainer
                   seed: int=0, # seeds weights, dropout and data order
                   progress: bool=True, # show the Trainer's progress bar
                   precision: str='auto', # "auto" (bf16 on GPUs that support it), "fp32", "bf16" or "fp16"
+                  save_steps: int|None=None, # write a resumable checkpoint every this many steps; None: no checkpoint files
                   **kwargs, # any other TrainingArguments
                  ) -> TrainingArguments:
-    "TrainingArguments for a recommender strategy: no checkpoints, no reporting, seeded, CPU when there is no GPU."
+    "TrainingArguments for a recommender strategy: seeded, no reporting, CPU when there is no GPU, checkpoints on request."
     if precision not in ('auto', 'fp32', 'bf16', 'fp16'):
         raise DataError(f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}")
     cuda = torch.cuda.is_available()
@@ -214,7 +249,8 @@ def training_args(output_dir: str, # scratch folder for the Trainer
         output_dir=output_dir, per_device_train_batch_size=batch_size, learning_rate=lr,
         num_train_epochs=num_train_epochs, max_steps=max_steps if max_steps else -1,
         warmup_steps=warmup_steps, weight_decay=weight_decay, lr_scheduler_type='linear',
-        logging_steps=logging_steps, eval_strategy='steps', eval_steps=eval_steps, save_strategy='no',
+        logging_steps=logging_steps, eval_strategy='steps', eval_steps=eval_steps,
+        save_strategy='steps' if save_steps else 'no', save_steps=save_steps or 500, save_total_limit=2,
         report_to=[], use_cpu=not cuda, seed=seed, data_seed=seed, disable_tqdm=not progress,
         dataloader_num_workers=0, remove_unused_columns=False, bf16=precision == 'bf16', fp16=precision == 'fp16',
         log_level='warning', **kwargs)
@@ -337,12 +373,13 @@ class TwoTowerRecommender:
         try: yield
         finally: self._on = old
 
-    def fit(self, split: Split # the split to train on (its valid part drives early stopping)
+    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
+            checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
            ) -> 'TwoTowerRecommender':
         "Fine-tune the encoder with the HF Trainer, early stopping on valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split)
+        with torch_threads(self.num_threads): return self._fit(split, checkpoint)
 
-    def _fit(self, split):
+    def _fit(self, split, checkpoint=None):
         c = self.config
         if len(split.valid) == 0: raise DataError("the split has no validation interactions; early stopping needs them")
         self._load()
@@ -364,18 +401,21 @@ class TwoTowerRecommender:
         self._valid_users, self.n_pairs_ = valid_users, len(targets)
         net = DualEncoder(self.encoder.model, self.encoder.pooling)
         keep = KeepBest(net, 'eval_ndcg@10', c['patience'])
-        with scratch_dir(self.output_dir) as out:
+        with scratch_dir(checkpoint or self.output_dir) as out:
             args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
                                  c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
-                                 c['precision'])
+                                 c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
             trainer = TwoTowerTrainer(model=net, args=args, train_dataset=PairDataset(user_ids, targets),
                                       eval_dataset=valid_users, data_collator=PairCollator(item_ids, tok.pad_token_id or 0),
-                                      callbacks=[keep], validate=self._validate, log_q=log_q, temperature=c['temperature'])
+                                      callbacks=[keep], validate=self._validate, log_q=log_q, temperature=c['temperature'],
+                                      fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}")
             if not self.progress: trainer.remove_callback(PrinterCallback)
-            self.zero_shot_ = trainer.evaluate()['eval_ndcg@10']     # the pretrained encoder before training
-            trainer.eval_seconds = 0.0
+            resume = last_checkpoint(out) if checkpoint else None
+            if resume: trainer.resume_from(resume)
+            else: trainer.zero_shot = trainer.evaluate()['eval_ndcg@10']; trainer.eval_seconds = 0.0   # before training
+            self.zero_shot_ = trainer.zero_shot
             trainer._t0 = t0 = time.perf_counter()
-            trainer.train()
+            trainer.train(resume_from_checkpoint=resume)
             total = time.perf_counter() - t0
             keep.restore()
             self.history = trainer.curve
