@@ -209,6 +209,7 @@ class SequentialRecommender:
         self._build(split)
         self.split, self._histories, self._test_hist = split, split.sequences('train'), None
         x, y, lengths = map(torch.from_numpy, history_windows(self._histories, c['max_len']))
+        self._loss_setup(y[y >= 0], split.n_items)
         opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
         state = dict(epoch=0, best=-1.0, best_state=None, bad=0, history=[], seconds=0.0)
@@ -222,7 +223,7 @@ class SequentialRecommender:
             for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
                 items, real = self.net.item_embeddings(), y[idx] != -100      # score real positions only
                 h = self.net.encode(items[x[idx]], lengths[idx])[real]
-                loss = F.cross_entropy(h @ items.T, y[idx][real])
+                loss = self._loss(h, items, y[idx][real])
                 opt.zero_grad(); loss.backward(); opt.step()
                 total += loss.item() * len(idx)
             self._cache = None  # item embeddings changed this epoch
@@ -237,6 +238,13 @@ class SequentialRecommender:
         self.net.eval()
         self._cache = None
         return self
+
+    def _loss_setup(self, targets: torch.Tensor, n_items: int): # every training target; the catalogue size
+        "Called once before training: a subclass that changes the loss prepares its statistics here."
+
+    def _loss(self, h, items, y): # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
+        "The training loss: softmax cross-entropy over the full catalogue."
+        return F.cross_entropy(h @ items.T, y)
 
     @torch.inference_mode()
     def _item_matrix(self):
