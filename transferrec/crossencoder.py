@@ -182,7 +182,7 @@ class CrossEncoderReranker:
         u, items = df['user_idx'].to_numpy(), df['item_idx'].to_numpy()
         known = (split.seen(on) + split.matrix(on)).tocsr()
         neg = sample_negatives(known, u, neg_ratio, 'uniform', seed)
-        hist = self._histories if on == 'valid' else self._test_histories()
+        hist = self.split.histories(on)
         queries = [self._query(hist[x]) for x in u]
         q = np.arange(len(u))
         return PairTextDataset(queries, self._item_texts, np.concatenate([q, np.repeat(q, neg_ratio)]),
@@ -202,7 +202,6 @@ class CrossEncoderReranker:
         if c['fit_retriever']: self.retriever.fit(split)
         self.split, self.history, self._cache = split, [], {}
         self._titles, self._item_texts = item_titles(split.dataset.items), item_text(split.dataset.items, c['template'])
-        self._histories, self._test_hist = split.sequences('train'), None
         self.model, self.tokenizer = cross_encoder_model(c['model'], c['num_labels'], c['pretrained'], c['seed'])
         freeze_layers(self.model, c['trainable_layers'])
         self.collator = PairTextCollator(self.tokenizer, c['max_length'], c['num_labels'])
@@ -306,11 +305,6 @@ class CrossEncoderReranker:
             self._cache[key] = np.asarray(s)
         return self._cache[key]
 
-    def _test_histories(self):
-        if self._test_hist is None:
-            self._test_hist = [np.concatenate([a, b]) for a, b in zip(self._histories, self.split.sequences('valid'))]
-        return self._test_hist
-
     def score(self, user_indices: np.ndarray, # users to score
               on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
              ) -> np.ndarray:
@@ -319,7 +313,7 @@ class CrossEncoderReranker:
         on = on or getattr(self, '_on', None) or 'test'
         if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
         users = np.asarray(user_indices, dtype=np.int64)
-        hist = self._histories if on == 'valid' else self._test_histories()
+        hist = self.split.histories(on)
         with torch_threads(self.num_threads):
             base = self._retriever_scores(users, on)
             seen = self.split.seen(on)[users].toarray().astype(bool)

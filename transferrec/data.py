@@ -554,6 +554,16 @@ class Split:
         bounds = np.searchsorted(users, np.arange(self.n_users + 1))
         return [items[bounds[u]:bounds[u + 1]] for u in range(self.n_users)]
 
+    def histories(self, on: str='test' # the part being predicted: "valid" reads train, "test" reads train then valid
+                 ) -> list[np.ndarray]:
+        "What each user did before the part being predicted: item indices, oldest first."
+        if on not in ('valid', 'test'): raise DataError(f"unknown evaluation part {on!r}; use 'valid' or 'test'")
+        key = f'histories-{on}'
+        if key not in self._mats:
+            train = self.sequences('train')
+            self._mats[key] = train if on == 'valid' else [np.concatenate([a, b]) for a, b in zip(train, self.sequences('valid'))]
+        return self._mats[key]
+
     def __repr__(self):
         return (f"Split({self.dataset.name!r}, {self.protocol}, seed={self.seed}: train {len(self.train):,}, "
                 f"valid {len(self.valid):,}, test {len(self.test):,})")

@@ -207,8 +207,8 @@ class SequentialRecommender:
         from transferrec.evaluate import evaluate
         c = self.config
         self._build(split)
-        self.split, self._histories, self._test_hist = split, split.sequences('train'), None
-        x, y, lengths = map(torch.from_numpy, history_windows(self._histories, c['max_len']))
+        self.split = split
+        x, y, lengths = map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len']))
         self._loss_setup(y[y >= 0], split.n_items)
         opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
@@ -267,18 +267,12 @@ class SequentialRecommender:
               on: str='test', # the part being predicted: "valid" reads the train history, "test" train+valid
              ) -> np.ndarray:
         "Scores of every item for each user, reading their history up to the evaluated part."
-        hist = self._histories if on == 'valid' else self._test_histories()
+        hist = self.split.histories(on)
         training = self.net.training
         out = np.concatenate([self.score_histories([hist[u] for u in chunk])
                               for chunk in np.array_split(np.asarray(user_indices), max(1, len(user_indices) // 512))])
         self.net.train(training)
         return out
-
-    def _test_histories(self):
-        if getattr(self, '_test_hist', None) is None:
-            tr, va = self._histories, self.split.sequences('valid')
-            self._test_hist = [np.concatenate([a, b]) for a, b in zip(tr, va)]
-        return self._test_hist
 
     def _need_text(self, what: str):
         if 'text' not in self.config['item_repr']:

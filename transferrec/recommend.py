@@ -47,8 +47,7 @@ class Recommender:
            ) -> 'Recommender':
         "Train the strategy on a split."
         self.model.fit(split, checkpoint=checkpoint)
-        train = split.sequences('train')
-        self._adopt(split.dataset, train, [np.concatenate([a, b]) for a, b in zip(train, split.sequences('valid'))])
+        self._adopt(split.dataset, split.histories('valid'), split.histories('test'))
         self.data = {'dataset': split.dataset.name, 'protocol': split.protocol, 'seed': split.seed,
                      'n_users': split.n_users, 'n_items': split.n_items, 'fingerprint': split_fingerprint(split)}
         return self

@@ -386,7 +386,7 @@ class TwoTowerRecommender:
         tok = self.encoder.tokenizer
         self.split, self.history = split, []
         self._titles, self._item_texts = item_titles(split.dataset.items), item_text(split.dataset.items, c['template'])
-        self._histories, self._test_hist = split.sequences('train'), None
+        self._histories = split.histories('valid')
         users, pos = next_item_pairs(self._histories, c['max_pairs'], c['seed'])
         targets = np.array([self._histories[u][t] for u, t in zip(users, pos)], dtype=np.int64)
         user_texts = [history_text(self._titles, self._histories[u][:t], c['history_items']) for u, t in zip(users, pos)]
@@ -432,11 +432,6 @@ class TwoTowerRecommender:
         return self
 
     # -- scoring -------------------------------------------------------------------------------------------------
-    def _test_histories(self):
-        if self._test_hist is None:
-            self._test_hist = [np.concatenate([a, b]) for a, b in zip(self._histories, self.split.sequences('valid'))]
-        return self._test_hist
-
     def score_histories(self, histories: list # item index sequences, oldest first
                        ) -> np.ndarray:
         "Cosine scores of every item after each history: [len(histories), n_items]."
@@ -449,7 +444,7 @@ class TwoTowerRecommender:
         self._check_fitted()
         on = on or getattr(self, '_on', None) or 'test'
         if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
-        hist = self._histories if on == 'valid' else self._test_histories()
+        hist = self.split.histories(on)
         return self.score_histories([hist[u] for u in np.asarray(user_indices, dtype=np.int64)])
 
     def score_text(self, text: str # a description of the user, e.g. "space adventures with robots"
