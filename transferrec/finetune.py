@@ -209,9 +209,9 @@ class SequentialRecommender:
         self._build(split)
         self.split = split
         x, y, lengths = map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len']))
-        self._loss_setup(y[y >= 0], split.n_items)
         opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
+        self._loss_setup(y[y >= 0], split.n_items, gen)
         state = dict(epoch=0, best=-1.0, best_state=None, bad=0, history=[], seconds=0.0)
         if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen)
         self.history, t0 = state['history'], time.time() - state['seconds']
@@ -239,7 +239,7 @@ class SequentialRecommender:
         self._cache = None
         return self
 
-    def _loss_setup(self, targets: torch.Tensor, n_items: int): # every training target; the catalogue size
+    def _loss_setup(self, targets: torch.Tensor, n_items: int, gen: torch.Generator): # every training target, the catalogue size, the training generator
         "Called once before training: a subclass that changes the loss prepares its statistics here."
 
     def _loss(self, h, items, y): # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
