@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest pytest readme lab bench clean
+.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench clean
 
 install: $(STAMP)
 
@@ -43,9 +43,35 @@ nbtest: install
 	$(BIN)/nbdev_test --n_workers 2 --timing
 
 pytest: install
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q tests --ignore=tests/test_docs.py
 
-test: check-sync nbtest pytest
+test: check-sync nbtest pytest docs-test
+
+# the docs site: notebooks processed by nbdev and executed (slow cells skipped) -> _proc/ -> Sphinx + myst-nb -> _docs/
+# executed notebooks are cached in _proc/.cache; `make docs DOCS_ARGS=--force` runs them all again
+MATHJAX_VERSION := 3.2.2
+MATHJAX := $(VENV)/share/mathjax/mathjax/tex-mml-chtml.js
+
+docs: install $(MATHJAX)
+	$(PY) docs/build.py $(DOCS_ARGS)
+
+# MathJax served by the site itself (no CDN offline), from the npm registry
+$(MATHJAX):
+	rm -rf $(VENV)/share/mathjax && mkdir -p $(VENV)/share/mathjax/tmp
+	cd $(VENV)/share/mathjax/tmp && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	mkdir -p $(VENV)/share/mathjax/mathjax/output
+	cd $(VENV)/share/mathjax/tmp/package/es5 && cp -r tex-mml-chtml.js input a11y sre ui ../../../mathjax/ && cp -r output/chtml ../../../mathjax/output/
+	rm -rf $(VENV)/share/mathjax/tmp
+	test -f $@
+
+# headless Chromium and its driver for the browser tests (Debian packages; we run as root)
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; fi
+
+# the site in a real browser: pages load, plots, math, links, search, no console errors; screenshots in _docs/_screenshots/
+docs-test: docs browser
+	$(BIN)/pytest -q tests/test_docs.py
 
 readme: install
 	$(PY) docs/make_readme.py nbs/index.ipynb README.md
@@ -53,10 +79,13 @@ readme: install
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-# the full-size runs: every protocol of the transfer benchmark, then the notebooks' slow cells
+# the full-size runs: every protocol of the transfer benchmark, the notebooks' slow cells, then speed and scale
+# (benchmarks/speed.py, against sentence-transformers and FAISS from the `bench` extra; add --quick for smaller sizes)
 bench: install
 	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
 	$(BIN)/nbdev_test --flags slow --n_workers 1 --timing
+	$(PY) -m pip install -q -e ".[bench]"
+	nice -n 10 $(PY) benchmarks/speed.py
 
 clean:
 	rm -rf _docs _proc runs .pytest_cache
