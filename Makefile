@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench clean
+.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench bench-transfer reproduce clean
 
 install: $(STAMP)
 
@@ -79,13 +79,18 @@ readme: install
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-# the full-size runs: every protocol of the transfer benchmark, the notebooks' slow cells, then speed and scale
-# (benchmarks/speed.py, against sentence-transformers and FAISS from the `bench` extra; add --quick for smaller sizes)
+# speed and scale against sentence-transformers and FAISS (the `bench` extra): benchmarks/results.{json,md}
 bench: install
-	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
-	$(BIN)/nbdev_test --flags slow --n_workers 1 --timing
 	$(PY) -m pip install -q -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
+
+# quality: every protocol of the transfer benchmark on ml-100k (about an hour on 2 cores): benchmarks/transfer.{md,json}
+bench-transfer: install
+	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
+
+# every notebook at full size, slow cells included (hours on a CPU; the study records its results in nbs/results/)
+reproduce: install
+	TRANSFERREC_FULL=1 $(BIN)/nbdev_test --flags slow --n_workers 1 --timing
 
 clean:
 	rm -rf _docs _proc runs .pytest_cache
