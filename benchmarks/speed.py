@@ -41,7 +41,7 @@ def machine(threads: int) -> dict:
         mem = round(int(next(l.split()[1] for l in open('/proc/meminfo') if l.startswith('MemTotal'))) / 2**20, 1)
     versions = {'python': platform.python_version(), 'numpy': np.__version__, 'torch': torch.__version__,
                 'transformers': transformers.__version__, 'transferrec': transferrec.__version__}
-    for name in ('sentence_transformers', 'faiss', 'pandas'):
+    for name in ('sentence_transformers', 'faiss', 'pandas', 'pyarrow'):
         with contextlib.suppress(ImportError): versions[name] = __import__(name).__version__
     return {'cpu': cpu, 'cores': os.cpu_count(), 'memory_gb': mem, 'os': platform.platform(), 'torch_threads': threads,
             'nice': os.nice(0), 'gpu': torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, 'versions': versions}

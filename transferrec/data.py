@@ -49,7 +49,7 @@ class Dataset:
         self.user_ids = np.sort(interactions['user_id'].unique())
         self._uindex, self._iindex = pd.Index(self.user_ids), pd.Index(self.item_ids)
         items['item_idx'] = np.arange(len(items), dtype=np.int64)
-        inter = interactions.reset_index(drop=True).copy()
+        inter = interactions.reset_index(drop=True)
         inter['user_idx'] = self._uindex.get_indexer(inter['user_id']).astype(np.int64)
         inter['item_idx'] = self._iindex.get_indexer(inter['item_id']).astype(np.int64)
         self.interactions, self.items, self.users, self.name = inter, items, users, name
@@ -124,6 +124,16 @@ def _canonical_ids(col: pd.Series) -> pd.Series:
             return s
     return col
 
+def _check_ids(inter: pd.DataFrame, col: str, dropna: bool) -> pd.DataFrame:
+    "Reject missing or empty ids and make the rest canonical, checking each distinct id once (fast on millions of rows)."
+    codes, uniq = pd.factorize(inter[col])  # a missing id gets code -1
+    uniq = pd.Series(uniq, name=col)
+    ok = np.append(uniq.astype(str).str.strip().to_numpy() != '', False)  # the last slot is code -1
+    inter = _reject(inter, ~ok[codes], f"with a missing {col} (NaN or empty)", "fill them in", dropna)
+    codes = codes[ok[codes]]
+    canonical = _canonical_ids(uniq[ok[:-1]].reset_index(drop=True))
+    return inter.assign(**{col: canonical.array.take((np.cumsum(ok[:-1]) - 1)[codes])})
+
 # %% ../nbs/00_data.ipynb #87fe7733
 def _check_timestamps(inter: pd.DataFrame, dropna: bool) -> pd.DataFrame:
     "Unix seconds, neither negative nor in the future (a day of clock skew allowed)."
@@ -144,6 +154,13 @@ def _check_timestamps(inter: pd.DataFrame, dropna: bool) -> pd.DataFrame:
                         f"{1970 + eg / 31_556_952:.0f})", fix, dropna)
     return inter.assign(timestamp=inter['timestamp'].astype(np.int64))
 
+def _repeated_rows(inter: pd.DataFrame) -> np.ndarray:
+    "Rows that repeat an earlier row exactly; only rows whose (user, item) pair repeats are compared in full."
+    dup = inter.duplicated(['user_id', 'item_id'], keep=False).to_numpy().copy()
+    try: dup[dup] = inter[dup].duplicated().to_numpy()
+    except TypeError: dup[:] = False  # unhashable cells: nothing to compare
+    return dup
+
 def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                     items: pd.DataFrame|None=None, # one row per item, with text fields
                     users: pd.DataFrame|None=None, # one row per user, with features
@@ -163,15 +180,11 @@ def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                         + (". The first line looks like data, not a header: add a header line such as "
                            "user_id,item_id,rating,timestamp" if data_like else ''))
     if len(inter) == 0: raise DataError("the interactions table is empty: there is nothing to learn from")
-    for c in REQUIRED:
-        empty = inter[c].isna() | (inter[c].astype(str).str.strip() == '')
-        inter = _reject(inter, empty, f"with a missing {c} (NaN or empty)", "fill them in", dropna)
-        inter = inter.assign(**{c: _canonical_ids(inter[c])})
+    for c in REQUIRED: inter = _check_ids(inter, c, dropna)
     if 'rating' in inter: inter = _check_numeric(inter, 'rating', dropna)
     if 'timestamp' in inter: inter = _check_timestamps(inter, dropna)
     if len(inter) == 0: raise DataError("no interactions are left after dropping rows with missing values")
-    try: dup = inter.duplicated().to_numpy()
-    except TypeError: dup = np.zeros(len(inter), bool)  # unhashable cells: nothing to compare
+    dup = _repeated_rows(inter)
     if dup.any():
         warnings.warn(f"{dup.sum()} row{'s' if dup.sum() > 1 else ''} repeating an earlier row exactly ({_where(inter, dup)}); they are kept, and "
                       "clean() and split() keep one interaction per (user, item) pair")
@@ -461,19 +474,25 @@ def stats(ds: Dataset) -> dict:
     return out
 
 # %% ../nbs/00_data.ipynb #77dde8cd
-def _kcore(inter: pd.DataFrame, min_user: int, min_item: int) -> pd.DataFrame:
-    "Iteratively drop users/items under the interaction thresholds."
+def _kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -> np.ndarray:
+    "Positions kept by iteratively dropping users/items (contiguous indices) under the interaction thresholds."
+    rows = np.arange(len(users))
     while True:
-        u = inter.groupby('user_id')['item_id'].transform('size')
-        i = inter.groupby('item_id')['user_id'].transform('size')
-        keep = (u >= min_user) & (i >= min_item)
-        if keep.all(): return inter
-        inter = inter[keep]
+        u, i = users[rows], items[rows]
+        keep = (np.bincount(u)[u] >= min_user) & (np.bincount(i)[i] >= min_item)
+        if keep.all(): return rows
+        rows = rows[keep]
 
-def _latest_per_pair(inter: pd.DataFrame) -> pd.DataFrame:
-    "One interaction per (user, item), the latest (ties: the later row), in the original row order."
-    if 'timestamp' in inter: inter = inter.iloc[np.argsort(inter['timestamp'].to_numpy(), kind='stable')]
-    return inter.drop_duplicates(['user_id', 'item_id'], keep='last').sort_index()
+def _pair_keys(inter: pd.DataFrame) -> np.ndarray:
+    "One int64 per (user_idx, item_idx) pair."
+    items = inter['item_idx'].to_numpy()
+    return inter['user_idx'].to_numpy() * (int(items.max(initial=0)) + 1) + items
+
+def _latest_per_pair(inter: pd.DataFrame) -> np.ndarray:
+    "Positions of one interaction per (user, item), the latest (ties: the later row), in the original row order."
+    order = np.argsort(inter['timestamp'].to_numpy(), kind='stable') if 'timestamp' in inter else np.arange(len(inter))
+    earlier = pd.Series(_pair_keys(inter)[order]).duplicated(keep='last').to_numpy()
+    return np.sort(order[~earlier])
 
 def _why_empty(inter: pd.DataFrame, implicit_threshold, min_user: int, min_item: int) -> str:
     "Which cleaning threshold removed every interaction, and how far to lower it."
@@ -499,17 +518,18 @@ def clean(ds: Dataset, # the dataset to clean
           dedupe: bool=True, # keep only the latest interaction per (user, item)
          ) -> Dataset:
     "Deduplicate, binarise and k-core filter; returns a re-indexed `Dataset`."
-    inter = ds.interactions.drop(columns=['user_idx', 'item_idx'])
-    if dedupe: inter = _latest_per_pair(inter)
-    before = inter
+    inter = ds.interactions  # rows are picked by position; the frame is copied once at the end
+    deduped = rows = _latest_per_pair(inter) if dedupe else np.arange(len(inter))
     if implicit_threshold is not None:
         if 'rating' not in inter: raise DataError("implicit_threshold needs a 'rating' column; this dataset has none")
-        inter = inter[inter['rating'] >= implicit_threshold]
+        rows = rows[inter['rating'].to_numpy()[rows] >= implicit_threshold]
     kcore = min_user_interactions > 1 or min_item_interactions > 1
-    if kcore: inter = _kcore(inter, min_user_interactions, min_item_interactions)
-    if len(inter) == 0:
+    if kcore: rows = rows[_kcore(inter['user_idx'].to_numpy()[rows], inter['item_idx'].to_numpy()[rows],
+                                 min_user_interactions, min_item_interactions)]
+    if len(rows) == 0:
         raise DataError("no interactions are left after cleaning (lower the thresholds): "
-                        + _why_empty(before, implicit_threshold, min_user_interactions, min_item_interactions))
+                        + _why_empty(inter.iloc[deduped], implicit_threshold, min_user_interactions, min_item_interactions))
+    inter = inter.iloc[rows].drop(columns=['user_idx', 'item_idx'])
     items = ds.items.drop(columns='item_idx')
     if kcore: items = items[items['item_id'].isin(inter['item_id'].unique())]
     users = None if ds.users is None else ds.users[ds.users['user_id'].isin(inter['user_id'].unique())]
@@ -582,14 +602,21 @@ def _recbole_counts(tot: np.ndarray, ratios) -> np.ndarray:
         cnt[bump, -i] += 1; cnt[bump, 0] -= 1
     return cnt
 
+def _rank_in_group(groups: np.ndarray) -> np.ndarray:
+    "0, 1, 2, ... within each group, in order of appearance (a numpy `groupby().cumcount()`)."
+    order = np.argsort(groups, kind='stable')
+    starts = np.searchsorted(groups[order], groups[order])  # first position of each row's group in the sorted order
+    rank = np.empty(len(groups), np.int64); rank[order] = np.arange(len(groups)) - starts
+    return rank
+
 def _split_random(inter, rng, ratios):
-    shuffled = inter.iloc[rng.permutation(len(inter))]
-    users = shuffled['user_idx'].to_numpy()
-    pos = shuffled.groupby('user_idx', sort=False).cumcount().to_numpy()
-    tot = np.bincount(users)
-    cnt = _recbole_counts(tot, ratios)[users]
-    part = np.where(pos < cnt[:, 0], 0, np.where(pos < cnt[:, 0] + cnt[:, 1], 1, 2))
-    return [shuffled[part == p].sort_index() for p in range(3)]
+    perm = rng.permutation(len(inter))  # the order in which each user's interactions are dealt to train, valid, test
+    users = inter['user_idx'].to_numpy()[perm]
+    pos = _rank_in_group(users)
+    cnt = _recbole_counts(np.bincount(users), ratios)[users]
+    part = np.empty(len(inter), np.int8)
+    part[perm] = np.where(pos < cnt[:, 0], 0, np.where(pos < cnt[:, 0] + cnt[:, 1], 1, 2))
+    return [inter[part == p] for p in range(3)]
 
 def _split_loo(inter):
     if 'timestamp' not in inter: raise DataError("the 'loo' protocol orders by time and needs a 'timestamp' column")
@@ -623,8 +650,8 @@ def split(ds: Dataset, # the dataset to split
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
         raise DataError(f"ratios must be three train/valid/test shares, none negative, summing to 1; got {ratios}")
     rng, inter, cold = np.random.default_rng(seed), ds.interactions, None
-    if inter.duplicated(['user_idx', 'item_idx']).any():
-        inter = _latest_per_pair(inter)
+    if pd.Series(_pair_keys(inter)).duplicated().any():
+        inter = inter.iloc[_latest_per_pair(inter)]
         warnings.warn(f"{len(ds.interactions) - len(inter)} interactions repeat a (user, item) pair: split keeps the "
                       "latest of each, so that no test pair is also in training; call clean() first to do it explicitly")
     if protocol == 'random': parts = _split_random(inter, rng, ratios)
