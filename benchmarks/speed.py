@@ -97,21 +97,29 @@ def bench_encoding(a) -> dict:
            'cpu_speedup_fp32_vs_st': cmed['sentence_transformers'] / cmed['transferrec_fp32'],
            'cpu_speedup_int8_vs_st': cmed['sentence_transformers'] / cmed['transferrec_int8'],
            'min_cosine_fp32_vs_st': cos(v_32, v_st), 'min_cosine_int8_vs_fp32': cos(ours(enc8)(), v_32)}
-    # quality: the same small sequential model on fp32 vs int8 vectors of the whole catalogue, same seed
+    # quality: the same small sequential model trained on fp32 vs int8 vectors of the whole catalogue, paired seeds
     sp = loo()
-    budget = dict(epochs=3 if a.quick else 8, patience=3, seed=0, progress=False, num_threads=torch.get_num_threads())
-    q, knn = {}, {}
-    for name, enc in (('fp32', enc32), ('int8', enc8)):
-        vec = encode_texts(texts, enc, cache_dir=False, progress=False)
-        m = SequentialRecommender('text', text_vectors=vec, **budget).fit(sp)
-        q[name] = evaluate(m, sp, k=10)['ndcg@10']
-        knn[name] = vec
-    # the noise floor: the same fp32 vectors, another training seed
-    q['fp32_seed1'] = evaluate(SequentialRecommender('text', text_vectors=knn['fp32'], **{**budget, 'seed': 1}).fit(sp), sp, k=10)['ndcg@10']
-    out['quality'] = {'protocol': 'loo', 'model': "SequentialRecommender('text', text_vectors=...)", **budget,
-                      'test_ndcg@10': q, 'relative_change': (q['int8'] - q['fp32']) / q['fp32'],
-                      'seed_noise_relative_change': (q['fp32_seed1'] - q['fp32']) / q['fp32'],
-                      'neighbour_overlap@10': _neighbour_overlap(knn['fp32'], knn['int8'])}
+    seeds = (0,) if a.quick else (0, 1, 2)
+    budget = dict(epochs=3 if a.quick else 8, patience=3, progress=False, num_threads=torch.get_num_threads())
+    vecs = {name: encode_texts(texts, enc, cache_dir=False, progress=False) for name, enc in (('fp32', enc32), ('int8', enc8))}
+    q, models = {name: [] for name in vecs}, {}
+    for seed in seeds:
+        for name, vec in vecs.items():
+            models[name, seed] = SequentialRecommender('text', text_vectors=vec, seed=seed, **budget).fit(sp)
+            q[name].append(evaluate(models[name, seed], sp, k=10)['ndcg@10'])
+    # training-free: the fp32-trained model of the first seed scoring with int8 vectors (no retraining, so no seed noise)
+    m = models['fp32', seeds[0]]
+    m.net.text, m._cache = torch.as_tensor(vecs['int8']), None
+    swapped = evaluate(m, sp, k=10)['ndcg@10']
+    mean = {k: float(np.mean(v)) for k, v in q.items()}
+    out['quality'] = {'protocol': 'loo', 'model': "SequentialRecommender('text', text_vectors=...)", **budget, 'seeds': list(seeds),
+                      'test_ndcg@10': q, 'mean_test_ndcg@10': mean,
+                      'relative_change': (mean['int8'] - mean['fp32']) / mean['fp32'],
+                      'paired_relative_changes': [(b - a) / a for a, b in zip(q['fp32'], q['int8'])],
+                      'seed_spread_relative': (max(q['fp32']) - min(q['fp32'])) / mean['fp32'],
+                      'fp32_model_scored_with_int8_vectors': swapped,
+                      'swap_relative_change': (swapped - q['fp32'][0]) / q['fp32'][0],
+                      'neighbour_overlap@10': _neighbour_overlap(vecs['fp32'], vecs['int8'])}
     return out
 
 def _neighbour_overlap(a: np.ndarray, b: np.ndarray, k: int=10) -> float:
@@ -458,13 +466,23 @@ def markdown(res: dict) -> str:
                f"Same vectors: minimum cosine fp32 vs sentence-transformers {s['min_cosine_fp32_vs_st']:.6f}; int8 vs fp32 "
                f"{s['min_cosine_int8_vs_fp32']:.4f}."]
         q = s['quality']
-        md += ['', f"Quality of int8 vectors: {q['model']} trained {q['epochs']} epochs (patience {q['patience']}, seed {q['seed']}) "
-               f"on each vector set, `loo` test ndcg@10: fp32 {q['test_ndcg@10']['fp32']:.4f}, int8 {q['test_ndcg@10']['int8']:.4f}, "
-               f"relative change {q['relative_change'] * 100:+.2f}% (target within 2%: {verdict(abs(q['relative_change']) <= 0.02)})."
-               + (f" Training-free check: each item's 10 nearest items by text cosine, int8 keeps "
-                  f"{q['neighbour_overlap@10'] * 100:.1f}% of the fp32 ones." if 'neighbour_overlap@10' in q else '')
-               + (f" Noise floor: fp32 vectors with training seed 1 instead of 0 give {q['test_ndcg@10']['fp32_seed1']:.4f} "
-                  f"({q['seed_noise_relative_change'] * 100:+.2f}%)." if 'seed_noise_relative_change' in q else ''), '']
+        if 'seeds' in q:
+            per_seed = '; '.join(f"seed {sd}: {a:.4f} / {b:.4f}" for sd, a, b in zip(q['seeds'], q['test_ndcg@10']['fp32'], q['test_ndcg@10']['int8']))
+            md += ['', f"Quality of int8 vectors: {q['model']} trained {q['epochs']} epochs (patience {q['patience']}) on each "
+                   f"vector set with the same seeds, `loo` test ndcg@10 fp32 / int8: {per_seed}. Mean fp32 "
+                   f"{q['mean_test_ndcg@10']['fp32']:.4f}, int8 {q['mean_test_ndcg@10']['int8']:.4f}: relative change "
+                   f"{q['relative_change'] * 100:+.2f}% (target within 2%: {verdict(abs(q['relative_change']) <= 0.02)}); "
+                   f"paired changes " + ', '.join(f'{x * 100:+.1f}%' for x in q['paired_relative_changes'])
+                   + f"; the fp32 runs alone spread {q['seed_spread_relative'] * 100:.1f}% of their mean across seeds, so "
+                   "a 2% difference is below what this many runs can resolve.", '',
+                   f"Without retraining: the fp32-trained model (seed {q['seeds'][0]}) scoring with int8 vectors of the same "
+                   f"catalogue gets {q['fp32_model_scored_with_int8_vectors']:.4f} ({q['swap_relative_change'] * 100:+.1f}%): "
+                   "the adaptor's whitening magnifies the quantisation error, so a catalogue is encoded with the encoder its "
+                   f"model was trained on. Each item's 10 nearest items by text cosine: int8 keeps "
+                   f"{q['neighbour_overlap@10'] * 100:.1f}% of the fp32 ones.", '']
+        else:
+            md += ['', f"Quality of int8 vectors (one seed): fp32 {q['test_ndcg@10']['fp32']:.4f}, int8 {q['test_ndcg@10']['int8']:.4f}, "
+                   f"relative change {q['relative_change'] * 100:+.2f}% (target within 2%: {verdict(abs(q['relative_change']) <= 0.02)}).", '']
     if (s := head('finetune', 'Training throughput (ml-100k loo)')):
         c = s['cross_encoder']; p, d = c['padded_512'], c['dynamic']
         md += ['| strategy | setting | samples/s |', '|---|---|---|',

@@ -11,7 +11,7 @@ from transferrec.evaluate import benchmark
 
 HERE = Path(__file__).parent
 MODELS = {
-    'loo': 'pop,itemknn,ease,bpr,ease-text,sequential-id,sequential-text,sequential-text+id,sequential-scratch',
+    'loo': 'pop,itemknn,ease,bpr,ease-text,sequential-id,sequential-text,sequential-text+id,sequential-scratch,two-tower,two-tower+rerank',
     'random': 'pop,itemknn,ease,bpr,ease-text',
     'cold': 'pop,ease,ease-text,sequential-id,sequential-text,sequential-scratch',
 }
@@ -37,7 +37,11 @@ def write_markdown():
         f = HERE/f'transfer-{protocol}.json'
         if not f.exists(): continue
         r = json.loads(f.read_text())
-        md += [f"\n### {protocol}\n", f"seed {r['seed']}, {r['machine']}, run {r['date']}, {r['seconds']:.0f} s in all\n", markdown(r['results']), '']
+        machine = ', '.join(f'{k} {v}' for k, v in r['machine'].items())
+        md += [f"\n### {protocol}\n", f"seed {r['seed']}; {machine}; run {r['date']}, {r['seconds']:.0f} s in all"
+               f"{', load average (1, 5, 15 min) before/after ' + str(r['load_average_before_after']) if 'load_average_before_after' in r else ''}."
+               + ''.join(f" {', '.join(x['models'])} added by a run on {x['date']} ({x['seconds']:.0f} s, load before/after "
+                         f"{x['load_average_before_after']})." for x in r.get('added', [])) + '\n', markdown(r['results']), '']
     (HERE/'transfer.md').write_text('\n'.join(md) + '\n')
 
 def main():
@@ -45,13 +49,22 @@ def main():
     p.add_argument('--protocol', default='loo', choices=list(MODELS))
     p.add_argument('--models', default=None, help='comma-separated model names (default: the protocol\'s list)')
     p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--merge', action='store_true', help='add these models to the recorded run of the protocol (same split '
+                   'and seed) instead of replacing it; the run records which models were added when')
     a = p.parse_args()
-    t0 = time.time()
+    t0, load_before = time.time(), [round(x, 2) for x in os.getloadavg()]
     df = benchmark(split(load_movielens('ml-100k'), a.protocol, seed=a.seed), models=a.models or MODELS[a.protocol], seed=a.seed)
     print(df.round(4).to_string(), flush=True)
     res = {'protocol': a.protocol, 'seed': a.seed, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
-           'seconds': time.time() - t0, 'results': {m: {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}}
-    (HERE/f'transfer-{a.protocol}.json').write_text(json.dumps(res, indent=2))
+           'seconds': time.time() - t0,
+           'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]], 'results': {m: {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}}
+    out = HERE/f'transfer-{a.protocol}.json'
+    if a.merge and out.exists():
+        old = json.loads(out.read_text())
+        if old['seed'] != a.seed: raise SystemExit(f"--merge needs the recorded seed {old['seed']}, got {a.seed}")
+        added = {k: res[k] for k in ('date', 'seconds', 'load_average_before_after')} | {'models': list(res['results'])}
+        res = old | {'results': old['results'] | res['results'], 'added': old.get('added', []) + [added]}
+    out.write_text(json.dumps(res, indent=2))
     write_markdown()
 
 if __name__ == '__main__': main()

@@ -110,3 +110,30 @@ def test_tiny_gpt2_decoder_through_the_same_api(data, tmp_path):
     assert r.model.encoder().pooling == 'last'
     out = r.recommend(text='space rockets', k=3)
     assert len(out) == 3 and np.isfinite(out['score']).all()
+
+
+def test_tuned_top_layers_train_save_and_load(data, tiny_bert, tmp_path):
+    from transferrec.encoders import load_encoder, encode_texts
+    from transferrec.data import item_text
+    before = {k: v.clone() for k, v in load_encoder(tiny_bert).model.state_dict().items()}
+    r = Recommender('sequential', item_repr='text', model=tiny_bert, trainable_layers=1, encoder_lr=1e-3, **SMALL).fit(data)
+    after = r.model.encoder().model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all('layer.1.' in k for k in changed)  # the top layer moved, nothing below it did
+    texts = item_text(data.dataset.items)
+    tuned = encode_texts(texts, r.model.encoder(), cache_dir=False, progress=False)
+    np.testing.assert_allclose(r.model.text_vectors, tuned, atol=1e-5)  # the catalogue's vectors come from the kept layers
+    r.save(tmp_path/'run')
+    back = Recommender.load(tmp_path/'run')
+    np.testing.assert_allclose(back.score(np.arange(10)), r.score(np.arange(10)), rtol=1e-5, atol=1e-5)
+    new = pd.DataFrame({'item_id': [10_001], 'title': ['Haunting of the Crypt'], 'genres': ['Horror']})
+    a, b = r.add_items(new).recommend(history=list(data.dataset.item_ids[:3]), k=5), back.add_items(new).recommend(history=list(data.dataset.item_ids[:3]), k=5)
+    pd.testing.assert_frame_equal(a, b)  # a new item is encoded by the tuned encoder in both
+
+
+def test_tuned_layers_refused_where_there_are_none(data, tmp_path):
+    with pytest.raises(DataError, match='no encoder to tune'): Recommender('sequential', item_repr='id', trainable_layers=1)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=30522, n_positions=128)).save_pretrained(tmp_path/'gpt2')
+    AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(tmp_path/'gpt2')
+    with pytest.raises(DataError, match='BERT-family'):
+        Recommender('sequential', model=str(tmp_path/'gpt2'), trainable_layers=1, **SMALL).fit(data)

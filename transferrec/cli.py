@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse, json, sys, time, traceback
 from pathlib import Path
 import numpy as np, pandas as pd
-from .data import DataError, load_movielens, load_csv, clean, stats, split, synthetic, MOVIELENS, PROTOCOLS
+from .data import DataError, atomic_write, load_movielens, load_csv, clean, stats, split, synthetic, MOVIELENS, PROTOCOLS
 
 # %% auto #0
 __all__ = ['DATASET_OPTIONS', 'STRATEGY_NAMES', 'QUICKSTART_BUDGET', 'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES',
@@ -46,9 +46,7 @@ def _load(args):
 # %% ../nbs/07_cli.ipynb #46955181
 def _write_json(path, obj):
     "Write JSON atomically."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(json.dumps(obj, indent=2, default=float)); tmp.replace(path)
+    with atomic_write(path, 'w') as f: json.dump(obj, f, indent=2, default=float)
 
 def _show(df: pd.DataFrame, index: bool=True):
     with pd.option_context('display.width', 160, 'display.max_columns', 20, 'display.max_colwidth', 60,
@@ -365,7 +363,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument('--protocol', default='random', choices=PROTOCOLS, help='evaluation protocol')
     b.add_argument('--models', default='pop,itemknn,ease,bpr',
                    help='comma-separated model names: baselines (random, pop, itemknn, ease, bpr) and transfer models '
-                        '(sequential-text, sequential-id, sequential-text+id, sequential-scratch, ease-text, two-tower, two-tower+rerank)')
+                        '(sequential-text, sequential-id, sequential-text+id, sequential-scratch, sequential-text-tuned, '
+                        'ease-text, two-tower, two-tower+rerank)')
     b.add_argument('--k', type=int, default=10, help='cut-off of the ranking metrics')
     b.add_argument('--seed', type=int, default=0, help='seed of the split and of training')
     return top

@@ -4,19 +4,35 @@
 
 # %% ../nbs/00_data.ipynb #14fbf8e9
 from __future__ import annotations
-import io, os, re, time, zlib, string, zipfile, hashlib, unicodedata, urllib.request, warnings
+import io, os, re, time, zlib, string, zipfile, hashlib, tempfile, contextlib, unicodedata, urllib.request, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.sparse as sp
 
 # %% auto #0
-__all__ = ['REQUIRED', 'MOVIELENS', 'ML100K_GENRES', 'PROTOCOLS', 'DataError', 'Dataset', 'from_dataframes', 'load_csv',
-           'clean_title', 'data_home', 'load_movielens', 'stats', 'clean', 'Split', 'split', 'item_text', 'tokenize',
-           'sample_negatives', 'pointwise', 'balance', 'synthetic']
+__all__ = ['REQUIRED', 'MOVIELENS', 'ML100K_GENRES', 'PROTOCOLS', 'DataError', 'atomic_write', 'Dataset', 'from_dataframes',
+           'load_csv', 'clean_title', 'data_home', 'load_movielens', 'stats', 'clean', 'Split', 'split', 'item_text',
+           'tokenize', 'sample_negatives', 'pointwise', 'balance', 'synthetic']
 
 # %% ../nbs/00_data.ipynb #133ed592
 class DataError(ValueError):
     "A problem with the user's data or arguments; the message names the bad value and the fix."
+
+# %% ../nbs/00_data.ipynb #239430a3
+@contextlib.contextmanager
+def atomic_write(path: str|Path, # the file to write (its folder is created)
+                 mode: str='wb', # "wb" for bytes, "w" for text
+                ):
+    "Write `path` all at once: a temporary file replaces it on success and is removed on failure."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=f'-{path.name}', dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True); raise
 
 # %% ../nbs/00_data.ipynb #bfb3102d
 def _index_of(index: pd.Index, ids, kind: str) -> np.ndarray:
@@ -430,13 +446,9 @@ def _recbole_copy() -> Path|None:
 def _download(name: str, dest: Path, timeout: float=20) -> Path|None:
     "Download a GroupLens archive atomically; None when offline."
     if os.environ.get('HF_HUB_OFFLINE') == '1' or os.environ.get('TRANSFERREC_OFFLINE') == '1': return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix('.part')
     try:
-        with urllib.request.urlopen(MOVIELENS[name], timeout=timeout) as r, open(tmp, 'wb') as f: f.write(r.read())
-    except OSError:
-        tmp.unlink(missing_ok=True); return None
-    os.replace(tmp, dest)
+        with urllib.request.urlopen(MOVIELENS[name], timeout=timeout) as r, atomic_write(dest) as f: f.write(r.read())
+    except OSError: return None
     return dest
 
 # %% ../nbs/00_data.ipynb #aa10a9b9

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
-from .data import DataError
+from .data import DataError, atomic_write
 
 # %% auto #0
 __all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'load_encoder', 'pool', 'encode_texts']
@@ -239,19 +239,11 @@ class _VectorCache:
         self.folder, self.dim = Path(root)/'encoders'/key, dim
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder/'identity.json'
-        if not meta.exists(): self._atomic(meta, lambda f: f.write(json.dumps(identity, indent=1).encode()))
+        if not meta.exists():
+            with atomic_write(meta, 'w') as f: json.dump(identity, f, indent=1)
         for tmp in self.folder.glob('.tmp-*'):
             with contextlib.suppress(OSError):
                 if time.time() - tmp.stat().st_mtime > self.stale_tmp_seconds: tmp.unlink()
-
-    def _atomic(self, path: Path, write):
-        tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
-        try:
-            with open(tmp, 'wb') as f:
-                write(f); f.flush(); os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists(): tmp.unlink()
 
     def _read(self, path: Path):
         "Keys and vectors of one shard, or None after removing a corrupt shard."
@@ -297,8 +289,8 @@ class _VectorCache:
 
     def _write(self, keys, vectors):
         check = np.array(_checksum(keys, vectors))
-        self._atomic(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz",
-                     lambda f: np.savez(f, keys=keys, vectors=vectors, checksum=check))
+        with atomic_write(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz") as f:
+            np.savez(f, keys=keys, vectors=vectors, checksum=check)
 
 # %% ../nbs/02_encoders.ipynb #820bab8a
 _LOADED: dict = {}

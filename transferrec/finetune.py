@@ -10,12 +10,12 @@ import numpy as np, pandas as pd, torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .data import DataError, Split, item_text
+from .data import DataError, Split, atomic_write, item_text
 
 # %% auto #0
-__all__ = ['ITEM_REPRESENTATIONS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows', 'set_seed',
-           'torch_threads', 'SequentialRecommender', 'split_fingerprint', 'plot_history', 'TextEASE', 'RatingModel',
-           'RatingRecommender']
+__all__ = ['ITEM_REPRESENTATIONS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows', 'TextTower', 'set_seed',
+           'torch_threads', 'score_users', 'SequentialRecommender', 'split_fingerprint', 'plot_history', 'TextEASE',
+           'RatingModel', 'RatingRecommender']
 
 # %% ../nbs/03_finetune.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -93,11 +93,13 @@ class SequentialModel(nn.Module):
         self.norm, self.drop = nn.LayerNorm(dim), nn.Dropout(dropout)
         self.register_buffer('causal', torch.triu(torch.full((max_len, max_len), float('-inf')), 1))
 
-    def item_embeddings(self, text=None): # optional [m, text_dim] vectors of items outside the catalogue
+    def item_embeddings(self,
+                        text=None, # optional [m, text_dim] vectors of items outside the catalogue
+                        catalogue_text=None): # optional [n_items, text_dim] vectors replacing the stored ones
         "Embeddings of all catalogue items, or of the given text vectors."
         if text is not None: return self.adaptor(text)
         e = 0
-        if 'text' in self.item_repr: e = self.adaptor(self.text)
+        if 'text' in self.item_repr: e = self.adaptor(self.text if catalogue_text is None else catalogue_text)
         if 'id' in self.item_repr: e = e + self.ids.weight
         return e
 
@@ -129,6 +131,57 @@ def history_windows(seqs: list[np.ndarray], # each user's item indices in time o
     if not inputs: raise DataError("no user has two or more training interactions: there is no next item to learn")
     return np.stack(inputs), np.stack(targets), np.array(lengths)
 
+# %% ../nbs/03_finetune.ipynb #bae98f84
+class TextTower(nn.Module):
+    "The top layers of a BERT-family encoder over cached lower-layer token states: trainable item text vectors."
+    def __init__(self,
+                 encoder, # an `Encoder` whose top layers are tuned in place (the others are frozen)
+                 texts: list[str], # the catalogue's item texts
+                 layers: int, # how many top layers to tune
+                 max_length: int=64, # tokens per text, as in `encode_texts`
+                 batch_size: int=64, # texts per forward pass while caching
+                ):
+        super().__init__()
+        stack = getattr(getattr(encoder.model, 'encoder', None), 'layer', None)
+        if not isinstance(stack, nn.ModuleList):
+            raise DataError(f"trainable_layers needs a BERT-family encoder (model.encoder.layer); {type(encoder.model).__name__} "
+                            "has none: use trainable_layers=0, or the two-tower strategy to fine-tune this encoder")
+        if not 0 < layers <= len(stack): raise DataError(f"trainable_layers must be between 1 and {len(stack)}, got {layers}")
+        encoder.model.requires_grad_(False)
+        self.top, self.pooling = stack[len(stack) - layers:], encoder.pooling
+        self.top.requires_grad_(True)
+        tok = encoder.tokenizer(list(texts), padding=True, truncation=True, max_length=min(max_length, encoder.max_length),
+                                return_tensors='pt')
+        hidden = []
+        with torch.no_grad():
+            encoder.model.eval()
+            for s in range(0, len(texts), batch_size):
+                part = {k: v[s:s + batch_size].to(encoder.device) for k, v in tok.items()}
+                hidden.append(encoder.model(**part, output_hidden_states=True).hidden_states[len(stack) - layers].cpu())
+        self.register_buffer('hidden', torch.cat(hidden), persistent=False)  # [n_items, tokens, dim], ~ n x tokens x dim x 4 bytes
+        self.register_buffer('mask', tok['attention_mask'], persistent=False)
+
+    def forward(self, rows: torch.Tensor # item indices
+               ) -> torch.Tensor:
+        "Text vectors of `rows` through the tuned layers: [len(rows), dim]."
+        from transferrec.encoders import pool
+        device = next(self.top.parameters()).device
+        mask = self.mask[rows]; keep = int(mask.sum(1).max())  # right padding: drop columns no text in `rows` uses
+        h, mask = self.hidden[rows, :keep].to(device), mask[:, :keep].to(device)
+        additive = (1.0 - mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        for layer in self.top:
+            out = layer(h, additive)
+            h = out[0] if isinstance(out, tuple) else out
+        return pool(h, mask, self.pooling).float().cpu()
+
+    @torch.no_grad()
+    def vectors(self, batch_size: int=256) -> torch.Tensor:
+        "Every item's current text vector (dropout off): [n_items, dim]."
+        training = self.training; self.eval()
+        out = torch.cat([self(torch.arange(s, min(s + batch_size, len(self.mask)))) for s in range(0, len(self.mask), batch_size)])
+        self.train(training)
+        return out
+
 # %% ../nbs/03_finetune.ipynb #12d7ed1b
 def _pad(seqs: list[np.ndarray], max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Right-pad the last `max_len` items of each history; empty histories become a single padding item."
@@ -151,6 +204,16 @@ def torch_threads(n: int|None): # CPU threads for torch inside the block; None: 
     finally: torch.set_num_threads(old)
 
 # %% ../nbs/03_finetune.ipynb #400a9933
+def score_users(score_histories, # a model's `score_histories`: item index sequences -> [n, n_items] scores
+                histories: list[np.ndarray], # every user's history, indexed by user
+                users: np.ndarray, # the users to score
+                chunk: int=512, # users per call, which bounds memory to chunk x n_items scores
+               ) -> np.ndarray:
+    "Scores of every item for `users`, in chunks: [len(users), n_items]."
+    users = np.asarray(users, dtype=np.int64)
+    return np.concatenate([score_histories([histories[u] for u in part])
+                           for part in np.array_split(users, max(1, len(users) // chunk))])
+
 class SequentialRecommender:
     "Text-based (transfer) or ID-based (SASRec) next-item recommender over full-catalogue softmax."
     def __init__(self,
@@ -166,9 +229,11 @@ class SequentialRecommender:
                  weight_decay: float=0.0, # AdamW weight decay
                  batch_size: int=128, # windows per step
                  epochs: int=100, # maximum epochs
-                 patience: int=5, # epochs without valid improvement before stopping
+                 patience: int=3, # epochs without valid improvement before stopping
                  seed: int=0, # random seed
                  text_vectors: np.ndarray|None=None, # precomputed item text vectors (skips encoding)
+                 trainable_layers: int=0, # tune the encoder's top this many layers with the recommender; 0: frozen text
+                 encoder_lr: float=2e-5, # AdamW learning rate of the tuned encoder layers
                  num_threads: int|None=1, # CPU threads while training and scoring: steps are small, so one is fastest
                  progress: bool=True, # show progress bars
                 ):
@@ -176,7 +241,9 @@ class SequentialRecommender:
             raise DataError(f"unknown item representation {item_repr!r}; choose one of {list(ITEM_REPRESENTATIONS)}")
         self.config = dict(item_repr=item_repr, model=model, pretrained=pretrained, dim=dim, n_layers=n_layers,
                            n_heads=n_heads, max_len=max_len, dropout=dropout, lr=lr, weight_decay=weight_decay,
-                           batch_size=batch_size, epochs=epochs, patience=patience, seed=seed)
+                           batch_size=batch_size, epochs=epochs, patience=patience, seed=seed,
+                           trainable_layers=trainable_layers, encoder_lr=encoder_lr)
+        if trainable_layers and item_repr == 'id': raise DataError("an ID-only model has no encoder to tune; pass trainable_layers=0")
         self.text_vectors, self.progress, self.history, self.num_threads = text_vectors, progress, [], num_threads
 
     def encoder(self):
@@ -209,35 +276,52 @@ class SequentialRecommender:
         self._build(split)
         self.split = split
         x, y, lengths = map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len']))
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
+        tower = TextTower(self.encoder(), item_text(split.dataset.items), c['trainable_layers']) if c['trainable_layers'] else None
+        groups = [{'params': list(self.net.parameters()), 'lr': c['lr']}]
+        if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
+        opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
         self._loss_setup(y[y >= 0], split.n_items, gen)
-        state = dict(epoch=0, best=-1.0, best_state=None, bad=0, history=[], seconds=0.0)
-        if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen)
+        state = dict(epoch=0, best=-1.0, best_state=None, best_tower=None, bad=0, history=[], seconds=0.0)
+        if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen, tower)
         self.history, t0 = state['history'], time.time() - state['seconds']
         bar = tqdm(range(state['epoch'], c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress,
                    initial=state['epoch'], total=c['epochs'])
         for epoch in bar:
             if state['bad'] >= c['patience']: break
             self.net.train(); total = 0.0
+            if tower is not None: tower.train()
             for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
-                items, real = self.net.item_embeddings(), y[idx] != -100      # score real positions only
+                real = y[idx] != -100                                          # score real positions only
+                items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
                 h = self.net.encode(items[x[idx]], lengths[idx])[real]
                 loss = self._loss(h, items, y[idx][real])
                 opt.zero_grad(); loss.backward(); opt.step()
                 total += loss.item() * len(idx)
+            if tower is not None: self.net.text.copy_(tower.vectors())  # refresh every item's text vector
             self._cache = None  # item embeddings changed this epoch
             ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
             self.history.append({'epoch': epoch + 1, 'train_loss': total / len(x), 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
             bar.set_postfix(loss=f"{total / len(x):.3f}", ndcg=f"{ndcg:.4f}")
-            if ndcg > state['best']: state.update(best=ndcg, best_state=copy.deepcopy(self.net.state_dict()), bad=0)
+            if ndcg > state['best']:
+                state.update(best=ndcg, best_state=copy.deepcopy(self.net.state_dict()), bad=0,
+                             best_tower=None if tower is None else copy.deepcopy(tower.state_dict()))
             else: state['bad'] += 1
             state.update(epoch=epoch + 1, seconds=time.time() - t0)
-            if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, state)
+            if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, state, tower)
         self.net.load_state_dict(state['best_state'])
+        if tower is not None:  # the encoder keeps its best top layers; the catalogue's vectors are theirs
+            tower.load_state_dict(state['best_tower']); tower.eval(); self.encoder().model.eval()
+            self.text_vectors = self.net.text.numpy().copy()
         self.net.eval()
         self._cache = None
         return self
+
+    def _fresh_text(self, tower, inputs, targets): # the tower (or None), a batch's input windows and real targets
+        "Catalogue text vectors with this batch's items recomputed through the tuned layers (None when frozen)."
+        if tower is None: return None
+        rows = torch.unique(torch.cat([inputs.flatten(), targets]))
+        return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
 
     def _loss_setup(self, targets: torch.Tensor, n_items: int, gen: torch.Generator): # every training target, the catalogue size, the training generator
         "Called once before training: a subclass that changes the loss prepares its statistics here."
@@ -267,10 +351,8 @@ class SequentialRecommender:
               on: str='test', # the part being predicted: "valid" reads the train history, "test" train+valid
              ) -> np.ndarray:
         "Scores of every item for each user, reading their history up to the evaluated part."
-        hist = self.split.histories(on)
         training = self.net.training
-        out = np.concatenate([self.score_histories([hist[u] for u in chunk])
-                              for chunk in np.array_split(np.asarray(user_indices), max(1, len(user_indices) // 512))])
+        out = score_users(self.score_histories, self.split.histories(on), user_indices)
         self.net.train(training)
         return out
 
@@ -311,15 +393,13 @@ def split_fingerprint(split: Split) -> str:
         h.update(np.ascontiguousarray(getattr(split, part)[['user_idx', 'item_idx']].to_numpy(np.int64)).tobytes())
     return h.hexdigest()[:16]
 
-def _checkpoint(path: Path, model, split, opt, gen, state: dict):
+def _checkpoint(path: Path, model, split, opt, gen, state: dict, tower=None):
     "Write the training state atomically: the previous checkpoint stays whole until the new one is complete."
     blob = dict(state, net=model.net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state(),
-                config=model.config, data=split_fingerprint(split))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    torch.save(blob, tmp); os.replace(tmp, path)
+                config=model.config, data=split_fingerprint(split), tower=None if tower is None else tower.state_dict())
+    with atomic_write(path) as f: torch.save(blob, f)
 
-def _resume(path: Path, model, split, opt, gen) -> dict:
+def _resume(path: Path, model, split, opt, gen, tower=None) -> dict:
     "Restore weights, optimiser, data order and random state from a checkpoint; return the loop state."
     try: blob = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:
@@ -329,8 +409,9 @@ def _resume(path: Path, model, split, opt, gen) -> dict:
         raise DataError(f"checkpoint {str(path)!r} was written by a run with other settings or data; "
                         "resume with the same options, or delete it to train from scratch")
     model.net.load_state_dict(blob['net']); opt.load_state_dict(blob['opt'])
+    if tower is not None: tower.load_state_dict(blob['tower'])
     gen.set_state(blob['gen']); torch.set_rng_state(blob['rng'])
-    return {k: blob[k] for k in ('epoch', 'best', 'best_state', 'bad', 'history', 'seconds')}
+    return {k: blob.get(k) for k in ('epoch', 'best', 'best_state', 'best_tower', 'bad', 'history', 'seconds')}
 
 # %% ../nbs/03_finetune.ipynb #9a5799e6
 def plot_history(runs: dict, # name -> a fitted model with a `.history` list of dicts

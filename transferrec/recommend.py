@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
 from .data import DataError, Dataset, Split, item_text
-from .finetune import SequentialRecommender, SequentialModel, item_vectors, split_fingerprint
+from .finetune import SequentialRecommender, SequentialModel, item_vectors, score_users, split_fingerprint
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL, item_titles
 from .crossencoder import CrossEncoderReranker, CROSS_ENCODER_TUTORIAL, cross_encoder_model, PairTextCollator
 from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
@@ -69,9 +69,7 @@ class Recommender:
         "Scores of every item for each user: [len(user_indices), n_items]."
         if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
         hist = self.train_histories if on == 'valid' else self.histories
-        users = np.asarray(user_indices, dtype=np.int64)
-        return np.concatenate([self.model.score_histories([hist[u] for u in chunk])
-                               for chunk in np.array_split(users, max(1, len(users) // 512))])
+        return score_users(self.model.score_histories, hist, user_indices)
 
     def __repr__(self): return f"Recommender({self.strategy!r}, {repr(self.model)})"
 
@@ -253,16 +251,22 @@ def _need(folder: Path, strategy: str, *names: str):
 
 @patch
 def save_state(self: SequentialRecommender, folder: Path): # an empty folder to write into
-    "Write the weights and text vectors."
+    "Write the weights and text vectors (and the encoder, when its top layers were tuned)."
     torch.save(self.net.state_dict(), folder/'weights.pt')
     if self.text_vectors is not None: np.save(folder/'text_vectors.npy', np.asarray(self.text_vectors, np.float32))
+    if self.config.get('trainable_layers'):
+        enc = self.encoder(); enc.model.save_pretrained(folder/'encoder'); enc.tokenizer.save_pretrained(folder/'encoder')
 
 @patch
 def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
     "Rebuild the network from its config and load the saved weights."
     c = self.config
-    _need(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if 'text' in c['item_repr'] else []))
+    tuned = bool(c.get('trainable_layers'))
+    _need(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if 'text' in c['item_repr'] else []), *(['encoder'] if tuned else []))
     if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy')
+    if tuned:
+        from transferrec.encoders import load_encoder
+        self._encoder = load_encoder(folder/'encoder')
     tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
     self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
     _load_weights(self.net, folder/'weights.pt')
@@ -379,6 +383,7 @@ TRANSFER_MODELS = {
     'sequential-id': partial(Recommender, 'sequential', item_repr='id'),
     'sequential-text+id': partial(Recommender, 'sequential', item_repr='text+id'),
     'sequential-scratch': partial(Recommender, 'sequential', item_repr='text', pretrained=False),
+    'sequential-text-tuned': partial(Recommender, 'sequential', item_repr='text', trainable_layers=1, num_threads=None),  # big steps: all cores
     'ease-text': TextEASE,
     'two-tower': partial(Recommender, 'two-tower', **TWO_TOWER_TUTORIAL),
     'two-tower+rerank': partial(Recommender, 'cross-encoder', retriever={'strategy': 'two-tower', **TWO_TOWER_TUTORIAL},

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, scipy.sparse as sp, torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 import transferrec
-from .data import DataError, Dataset, Split, load_movielens, synthetic, item_text
+from .data import DataError, Dataset, Split, atomic_write, load_movielens, synthetic, item_text
 from .data import split as split_dataset
 from .finetune import SequentialRecommender, item_vectors, set_seed, torch_threads
 from .evaluate import evaluate, rank_metrics, topk, Pop
@@ -50,17 +50,11 @@ def save_record(name: str, # the experiment name (file stem)
                 folder: str|Path=RESULTS, # where to write <name>.json
                ) -> Path:
     "Write an experiment's tables, configuration, seeds, cost and machine to `folder/name.json` atomically."
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     rec = {'experiment': name, 'config': config, 'seeds': config.get('seeds'), 'wall_seconds': round(float(wall_seconds), 1),
            'finished': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'machine': machine_info(),
            'tables': {k: json.loads(v.to_json(orient='records', double_precision=6)) for k, v in _tables(result).items()}}
-    fd, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.json', dir=folder)
-    try:
-        with os.fdopen(fd, 'w') as f: json.dump(rec, f, indent=1, default=str)
-        os.replace(tmp, folder/f'{name}.json')
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
-    return folder/f'{name}.json'
+    with atomic_write(Path(folder)/f'{name}.json', 'w') as f: json.dump(rec, f, indent=1, default=str)
+    return Path(folder)/f'{name}.json'
 
 def run_recorded(name: str, # the experiment name (file stem)
                  fn, # the experiment: fn(config) -> DataFrame or dict of DataFrames

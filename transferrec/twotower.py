@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
-from .data import DataError, Split, item_text
+from .data import DataError, Split, atomic_write, item_text
 from .encoders import Encoder, load_encoder, encode_texts, pool
-from .finetune import torch_threads, split_fingerprint
+from .finetune import torch_threads, split_fingerprint, score_users
 
 # %% auto #0
 __all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce',
@@ -188,7 +188,7 @@ class ValidatingTrainer(Trainer):
         blob = {'curve': self.curve, 'eval_seconds': self.eval_seconds, 'zero_shot': self.zero_shot,
                 'fingerprint': self.fingerprint,
                 'keep': None if keep is None else {k: getattr(keep, k) for k in ('best', 'best_step', 'state_dict', 'bad')}}
-        torch.save(blob, folder/f'{TRAINER_STATE}.tmp'); os.replace(folder/f'{TRAINER_STATE}.tmp', folder/TRAINER_STATE)
+        with atomic_write(folder/TRAINER_STATE) as f: torch.save(blob, f)
 
     def resume_from(self, checkpoint: str # a checkpoint folder written by this trainer
                    ):
@@ -444,8 +444,7 @@ class TwoTowerRecommender:
         self._check_fitted()
         on = on or getattr(self, '_on', None) or 'test'
         if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
-        hist = self.split.histories(on)
-        return self.score_histories([hist[u] for u in np.asarray(user_indices, dtype=np.int64)])
+        return score_users(self.score_histories, self.split.histories(on), user_indices)
 
     def score_text(self, text: str # a description of the user, e.g. "space adventures with robots"
                   ) -> np.ndarray:
