@@ -84,9 +84,12 @@ bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
 
-# quality: every protocol of the transfer benchmark on ml-100k (about an hour on 2 cores): benchmarks/transfer.{md,json}
+# quality: every protocol of the transfer benchmark on ml-100k, the tuned-encoder model (its own half hour) and the
+# pretrained vs random-init encoder on cold items over three seeds (about 1.5 hours on 2 cores): benchmarks/transfer*.{md,json}
 bench-transfer: install
 	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
+	$(PY) benchmarks/transfer.py --protocol loo --models sequential-text-tuned --merge
+	$(PY) benchmarks/transfer.py --protocol cold --models pop,sequential-id,sequential-text,sequential-scratch --seeds 0,1,2
 
 # every notebook at full size, slow cells included (hours on a CPU; the study records its results in nbs/results/)
 reproduce: install

@@ -1,8 +1,10 @@
 """Transfer models vs ID-based recommenders on MovieLens-100k, one protocol per process, every model on one split.
 
 Writes benchmarks/transfer-<protocol>.json (results, machine, versions, settings) and regenerates benchmarks/transfer.md
-from all the JSON files present. Usage: python benchmarks/transfer.py --protocol loo [--models a,b] [--seed 0]"""
+from all the JSON files present. Usage: python benchmarks/transfer.py --protocol loo [--models a,b] [--seed 0]
+`--seeds 0,1,2` repeats the run with each seed (split and models) and writes transfer-<protocol>-seeds.json instead."""
 import argparse, json, os, platform, time
+import numpy as np
 from pathlib import Path
 import torch, transformers
 import transferrec
@@ -42,7 +44,32 @@ def write_markdown():
                f"{', load average (1, 5, 15 min) before/after ' + str(r['load_average_before_after']) if 'load_average_before_after' in r else ''}."
                + ''.join(f" {', '.join(x['models'])} added by a run on {x['date']} ({x['seconds']:.0f} s, load before/after "
                          f"{x['load_average_before_after']})." for x in r.get('added', [])) + '\n', markdown(r['results']), '']
+        md += seeds_markdown(protocol)
     (HERE/'transfer.md').write_text('\n'.join(md) + '\n')
+
+def seeds_markdown(protocol: str) -> list[str]:
+    "The mean, standard deviation and per-seed values of a --seeds run, if one is recorded."
+    f = HERE/f'transfer-{protocol}-seeds.json'
+    if not f.exists(): return []
+    r = json.loads(f.read_text())
+    runs = [run['results'] for run in r['runs']]
+    cols = [c for c in COLUMNS if c in runs[0][next(iter(runs[0]))] and c != 'fit_seconds']
+    out = [f"\n#### {protocol}, seeds {', '.join(map(str, r['seeds']))}\n",
+           f"Each seed draws its own split and trains every model again; run {r['date']}, {r['seconds']:.0f} s in all. "
+           "Mean ± standard deviation over the seeds, then each seed's value.\n",
+           f"| model | {' | '.join(cols)} | {' | '.join(f'{cols[-1]} seed {s}' for s in r['seeds'])} |",
+           '|---' * (1 + len(cols) + len(r['seeds'])) + '|']
+    for m in runs[0]:
+        v = {c: np.array([run[m][c] for run in runs]) for c in cols}
+        out.append(f"| {m} | {' | '.join(f'{v[c].mean():.4f} ± {v[c].std(ddof=1):.4f}' for c in cols)} | "
+                   f"{' | '.join(f'{x:.4f}' for x in v[cols[-1]])} |")
+    return out + ['']
+
+def run(protocol: str, models: str, seed: int) -> dict:
+    "Benchmark `models` on one seeded split of ml-100k: {model: {metric: value}}."
+    df = benchmark(split(load_movielens('ml-100k'), protocol, seed=seed), models=models, seed=seed)
+    print(df.round(4).to_string(), flush=True)
+    return {m: {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
@@ -51,13 +78,23 @@ def main():
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--merge', action='store_true', help='add these models to the recorded run of the protocol (same split '
                    'and seed) instead of replacing it; the run records which models were added when')
+    p.add_argument('--seeds', default=None, help='comma-separated seeds: one run per seed, recorded in '
+                   'transfer-<protocol>-seeds.json with the mean and spread')
     a = p.parse_args()
     t0, load_before = time.time(), [round(x, 2) for x in os.getloadavg()]
-    df = benchmark(split(load_movielens('ml-100k'), a.protocol, seed=a.seed), models=a.models or MODELS[a.protocol], seed=a.seed)
-    print(df.round(4).to_string(), flush=True)
+    models = a.models or MODELS[a.protocol]
+    if a.seeds:
+        seeds = [int(x) for x in a.seeds.split(',')]
+        runs = [{'seed': s, 'results': run(a.protocol, models, s)} for s in seeds]
+        res = {'protocol': a.protocol, 'seeds': seeds, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
+               'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]],
+               'runs': runs}
+        (HERE/f'transfer-{a.protocol}-seeds.json').write_text(json.dumps(res, indent=2))
+        return write_markdown()
+    results = run(a.protocol, models, a.seed)
     res = {'protocol': a.protocol, 'seed': a.seed, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
-           'seconds': time.time() - t0,
-           'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]], 'results': {m: {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}}
+           'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]],
+           'results': results}
     out = HERE/f'transfer-{a.protocol}.json'
     if a.merge and out.exists():
         old = json.loads(out.read_text())

@@ -19,6 +19,10 @@ class DataError(ValueError):
     "A problem with the user's data or arguments; the message names the bad value and the fix."
 
 # %% ../nbs/00_data.ipynb #239430a3
+def _umask() -> int:
+    "The process's file-creation mask (read by setting it and putting it back)."
+    umask = os.umask(0); os.umask(umask); return umask
+
 @contextlib.contextmanager
 def atomic_write(path: str|Path, # the file to write (its folder is created)
                  mode: str='wb', # "wb" for bytes, "w" for text
@@ -30,6 +34,7 @@ def atomic_write(path: str|Path, # the file to write (its folder is created)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # the permissions a plain open() gives, not mkstemp's owner-only 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True); raise

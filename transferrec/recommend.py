@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
-from .data import DataError, Dataset, Split, item_text
+from .data import DataError, Dataset, Split, item_text, _umask
 from .finetune import SequentialRecommender, SequentialModel, item_vectors, score_users, split_fingerprint
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL, item_titles
 from .crossencoder import CrossEncoderReranker, CROSS_ENCODER_TUTORIAL, cross_encoder_model, PairTextCollator
@@ -216,6 +216,7 @@ def _atomic_dir(path: Path, write) -> Path:
     "Call `write(tmp_dir)`, then swap the finished folder into `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's owner-only 0700
     try:
         write(tmp)
         old = None
