@@ -436,6 +436,48 @@ def f(x, nd=2): return '-' if x is None else (f'{x:,.{nd}f}' if isinstance(x, fl
 
 def verdict(ok: bool) -> str: return 'met' if ok else '**missed**'
 
+def targets(S: dict, machine: dict) -> list[tuple]:
+    "Each target of the speed benchmarks as (what, target, measured, verdict), read from the recorded sections."
+    rows = []
+    def add(what, target, measured, ok): rows.append((what, target, measured, ok if isinstance(ok, str) else verdict(ok)))
+    def sec(name):
+        x = S.get(name)
+        return None if x is None or 'error' in x else x
+    full = lambda x: 'not at full size (--quick)' if x.get('quick') else None
+    if (s := sec('encoding')):
+        q = s['quality']
+        add('encoding, fp32 vs sentence-transformers', '>= 1.0x', f"{s['speedup_fp32_vs_st']:.2f}x", s['speedup_fp32_vs_st'] >= 1)
+        add('encoding, int8 vs sentence-transformers', '>= 1.8x', f"{s['speedup_int8_vs_st']:.2f}x", s['speedup_int8_vs_st'] >= 1.8)
+        add('int8 vs fp32 vectors, loo ndcg@10', 'within 2%', f"{q['relative_change'] * 100:+.2f}% (mean of "
+            f"{len(q.get('seeds', [0]))} seed(s)" + (f"; fp32 alone spreads {q['seed_spread_relative'] * 100:.0f}% across "
+            "them" if 'seed_spread_relative' in q else '') + ')', full(s) or abs(q['relative_change']) <= 0.02)
+    if (s := sec('finetune')):
+        c = s['cross_encoder']
+        add('cross-encoder training, vs the seed configuration', '>= 3x samples/s', f"{c['speedup']:.1f}x", c['speedup'] >= 3)
+        if 'padded_512_short' in c:
+            add('same validation quality', 'same', f"dynamic padding alone {c['speedup_padding_only']:.1f}x, logits "
+                f"identical to 512-padding (max diff {c['padding_max_abs_logit_difference']:.0e}); truncation's effect not "
+                "measured", 'met for padding; truncation not measured')
+    if (s := sec('serving')):
+        p50, au = s['latency_ms']['explain=False']['p50'], s['all_users']['median_seconds']
+        add('recommend() for one user', 'p50 < 5 ms', f"{p50:.2f} ms", p50 < 5)
+        add(f"scoring and ranking all {s['all_users']['users']} users", '< 2 s', f"{au:.2f} s", au < 2)
+    if (s := sec('catalogue')) and isinstance(b := s['indexes'].get('ivf_float32'), dict):
+        add(f"{s['items']:,}-item index, top-10 query", 'p50 < 10 ms', f"{b['p50_ms']:.2f} ms", full(s) or b['p50_ms'] < 10)
+        add(f"{s['items']:,}-item index, recall@10 vs exact", '>= 0.95', f"{b['recall@10']:.3f}", full(s) or b['recall@10'] >= 0.95)
+        add(f"{s['items']:,}-item index build", '< 300 s', f"{b['build_seconds']:.0f} s", full(s) or b['build_seconds'] < 300)
+    if (s := sec('data')):
+        add(f"load, clean and split {s['rows']:,} rows", '< 90 s', f"{s['seconds']:.1f} s", full(s) or s['seconds'] < 90)
+        add('... peak memory', '< 4 GB', f"{s['peak_rss_mb']:,.0f} MB", full(s) or s['peak_rss_mb'] < 4096)
+    if (s := sec('distributed')):
+        a, b = s['single_process']['test_ndcg@10'], s['torchrun_2_gloo']['test_ndcg@10']
+        add('torchrun, 2 processes vs 1, test ndcg@10', 'same quality (within 5%)', f"{b:.4f} vs {a:.4f}", abs(b - a) <= 0.05 * a)
+    add('two-tower and cross-encoder at full size, bf16 on a GPU', 'recorded', machine['gpu'] or 'no GPU on this machine',
+        'met' if machine['gpu'] else 'not run')
+    total = sum(x.get('section_seconds', 0) for x in S.values())
+    add('`make bench`, all sections', '< 30 min', f"{total / 60:.1f} min (sum of the sections)", total < 1800)
+    return rows
+
 def markdown(res: dict) -> str:
     m = res['machine']
     md = ['# Speed and scale benchmarks', '',
@@ -450,6 +492,8 @@ def markdown(res: dict) -> str:
           'process, alternating after a warm-up; numbers are medians. Reproduce: `make bench` (or '
           '`nice -n 10 python benchmarks/speed.py [--quick]`).', '']
     S = res['sections']
+    md += ['## Targets', '', '| what | target | measured | verdict |', '|---|---|---|---|',
+           *[f'| {a} | {b} | {c} | {d} |' for a, b, c, d in targets(S, m)], '']
     def head(name, title):
         s = S.get(name)
         md.extend([f'## {title}', ''])
