@@ -13,9 +13,9 @@ from tqdm.auto import tqdm
 from .data import DataError, Split, atomic_write, item_text
 
 # %% auto #0
-__all__ = ['ITEM_REPRESENTATIONS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows', 'TextTower', 'set_seed',
-           'torch_threads', 'score_users', 'SequentialRecommender', 'split_fingerprint', 'plot_history', 'TextEASE',
-           'RatingModel', 'RatingRecommender']
+__all__ = ['ITEM_REPRESENTATIONS', 'UNSEEN_ITEMS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows',
+           'TextTower', 'set_seed', 'torch_threads', 'score_users', 'SequentialRecommender', 'split_fingerprint',
+           'plot_history', 'TextEASE', 'RatingModel', 'RatingRecommender']
 
 # %% ../nbs/03_finetune.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -214,6 +214,8 @@ def score_users(score_histories, # a model's `score_histories`: item index seque
     return np.concatenate([score_histories([histories[u] for u in part])
                            for part in np.array_split(users, max(1, len(users) // chunk))])
 
+UNSEEN_ITEMS = ('auto', 'negative', 'exclude')   # what the training softmax does with items no training interaction names
+
 class SequentialRecommender:
     "Text-based (transfer) or ID-based (SASRec) next-item recommender over full-catalogue softmax."
     def __init__(self,
@@ -234,6 +236,8 @@ class SequentialRecommender:
                  text_vectors: np.ndarray|None=None, # precomputed item text vectors (skips encoding)
                  trainable_layers: int=0, # tune the encoder's top this many layers with the recommender; 0: frozen text
                  encoder_lr: float=2e-5, # AdamW learning rate of the tuned encoder layers
+                 unseen_items: str='auto', # items with no training interaction: "negative" (in the training softmax),
+                                           # "exclude" (left out, like items added later), "auto" (exclude under `cold`)
                  num_threads: int|None=1, # CPU threads while training and scoring: steps are small, so one is fastest
                  progress: bool=True, # show progress bars
                 ):
@@ -242,7 +246,9 @@ class SequentialRecommender:
         self.config = dict(item_repr=item_repr, model=model, pretrained=pretrained, dim=dim, n_layers=n_layers,
                            n_heads=n_heads, max_len=max_len, dropout=dropout, lr=lr, weight_decay=weight_decay,
                            batch_size=batch_size, epochs=epochs, patience=patience, seed=seed,
-                           trainable_layers=trainable_layers, encoder_lr=encoder_lr)
+                           trainable_layers=trainable_layers, encoder_lr=encoder_lr, unseen_items=unseen_items)
+        if unseen_items not in UNSEEN_ITEMS:
+            raise DataError(f"unknown unseen_items {unseen_items!r}; choose one of {list(UNSEEN_ITEMS)}")
         if trainable_layers and item_repr == 'id': raise DataError("an ID-only model has no encoder to tune; pass trainable_layers=0")
         self.text_vectors, self.progress, self.history, self.num_threads = text_vectors, progress, [], num_threads
 
@@ -281,7 +287,8 @@ class SequentialRecommender:
         if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
         opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
-        self._loss_setup(y[y >= 0], split.n_items, gen)
+        known, position = self._training_catalogue(split)   # the items the training softmax ranks
+        self._loss_setup(position[y[y >= 0]], len(known), gen)
         state = dict(epoch=0, best=-1.0, best_state=None, best_tower=None, bad=0, history=[], seconds=0.0)
         if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen, tower)
         self.history, t0 = state['history'], time.time() - state['seconds']
@@ -295,7 +302,7 @@ class SequentialRecommender:
                 real = y[idx] != -100                                          # score real positions only
                 items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
                 h = self.net.encode(items[x[idx]], lengths[idx])[real]
-                loss = self._loss(h, items, y[idx][real])
+                loss = self._loss(h, items[known], position[y[idx][real]])
                 opt.zero_grad(); loss.backward(); opt.step()
                 total += loss.item() * len(idx)
             if tower is not None: self.net.text.copy_(tower.vectors())  # refresh every item's text vector
@@ -322,6 +329,15 @@ class SequentialRecommender:
         if tower is None: return None
         rows = torch.unique(torch.cat([inputs.flatten(), targets]))
         return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
+
+    def _training_catalogue(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        "The items the training softmax ranks, and each catalogue item's position among them (-1: left out)."
+        mode = self.config.get('unseen_items', 'auto')
+        if mode == 'auto': mode = 'exclude' if split.protocol == 'cold' else 'negative'
+        known = torch.arange(split.n_items)
+        if mode == 'exclude': known = torch.from_numpy(np.unique(split.train['item_idx'].to_numpy()))
+        position = torch.full((split.n_items,), -1, dtype=torch.long); position[known] = torch.arange(len(known))
+        return known, position
 
     def _loss_setup(self, targets: torch.Tensor, n_items: int, gen: torch.Generator): # every training target, the catalogue size, the training generator
         "Called once before training: a subclass that changes the loss prepares its statistics here."

@@ -257,7 +257,7 @@ def plot_bars(summary: pd.DataFrame, # from `summarize`: a row per (group, model
 TRAIN = dict(epochs=6, patience=2, dim=64, lr=3e-3, num_threads=1, progress=False)
 TRAIN_SMALL = dict(epochs=2, patience=1, dim=16, max_len=10, num_threads=1, progress=False)
 SMALL_DATA = dict(name='synthetic', n_users=120, n_items=90, interactions_per_user=15, seed=0)
-COLD_FULL = dict(data=dict(name='ml-100k'), seeds=[0, 1, 2], train=TRAIN, item_models=['pop', 'id', 'text', 'text+id', 'scratch'],
+COLD_FULL = dict(data=dict(name='ml-100k'), seeds=[0, 1, 2], train={**TRAIN, 'unseen_items': 'negative'}, item_models=['pop', 'id', 'text', 'text+id', 'scratch'],
                  user_models=['pop', 'id', 'text', 'text+id'], user_fraction=0.2, max_user_items=5)
 COLD_SMALL = {**COLD_FULL, 'data': SMALL_DATA, 'seeds': [0], 'train': TRAIN_SMALL}
 
@@ -753,7 +753,7 @@ def choose_model(cfg: dict) -> pd.DataFrame:
                          'encode_items_per_s': np.nan, 'protocol': p, 'fit_seconds': secs, **ev(m, sp)})
     return pd.DataFrame(rows)
 
-CHOOSE_FULL = dict(data=dict(name='ml-100k'), seeds=[0], train=TRAIN, protocols=['cold'], encoders=encoder_specs())
+CHOOSE_FULL = dict(data=dict(name='ml-100k'), seeds=[0], train={**TRAIN, 'unseen_items': 'negative'}, protocols=['cold'], encoders=encoder_specs())
 CHOOSE_SMALL = {**CHOOSE_FULL, 'data': SMALL_DATA, 'train': TRAIN_SMALL, 'protocols': ['loo'],
                 'encoders': [s for s in encoder_specs('/nonexistent/model') if 'GPT-2' in s['name'] or 'local' in s['name']]}
 
