@@ -55,7 +55,8 @@ def seeds_markdown(protocol: str) -> list[str]:
     runs = [run['results'] for run in r['runs']]
     cols = [c for c in COLUMNS if c in runs[0][next(iter(runs[0]))] and c != 'fit_seconds']
     out = [f"\n#### {protocol}, seeds {', '.join(map(str, r['seeds']))}\n",
-           f"Each seed draws its own split and trains every model again; run {r['date']}, {r['seconds']:.0f} s in all. "
+           f"Each seed draws its own split and trains every model again; run {r['date']}, {r['seconds']:.0f} s in all, load "
+           f"average (1, 5, 15 min) before/after {r['load_average_before_after']}. "
            "Mean ± standard deviation over the seeds, then each seed's value.\n",
            f"| model | {' | '.join(cols)} | {' | '.join(f'{cols[-1]} seed {s}' for s in r['seeds'])} |",
            '|---' * (1 + len(cols) + len(r['seeds'])) + '|']

@@ -61,7 +61,7 @@ class VectorIndex:
                  nlist: int|None=None, # IVF cells; None: about sqrt(n_items)
                  nprobe: int|None=None, # IVF cells scanned per query; None: nlist // 16 (at least 8)
                  hnsw_m: int=32, # HNSW graph degree
-                 ef_construction: int=200, # HNSW build beam width (FAISS's own 40 builds a graph too poor for 384-d text vectors)
+                 ef_construction: int=200, # HNSW build beam width (hnswlib's default; FAISS's 40 builds a poorer graph)
                  ef_search: int=128, # HNSW search beam width
                  train_size: int|None=None, # IVF k-means sample; None: 40 x nlist
                  block: int=262_144, # exact search: items per matrix product
