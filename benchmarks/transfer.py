@@ -84,18 +84,15 @@ def main():
     a = p.parse_args()
     t0, load_before = time.time(), [round(x, 2) for x in os.getloadavg()]
     models = a.models or MODELS[a.protocol]
+    def record(**results):  # the run's results with what it ran on, when, how long and under what load
+        return {'protocol': a.protocol, **results, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
+                'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]]}
     if a.seeds:
         seeds = [int(x) for x in a.seeds.split(',')]
-        runs = [{'seed': s, 'results': run(a.protocol, models, s)} for s in seeds]
-        res = {'protocol': a.protocol, 'seeds': seeds, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
-               'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]],
-               'runs': runs}
+        res = record(seeds=seeds, runs=[{'seed': s, 'results': run(a.protocol, models, s)} for s in seeds])
         (HERE/f'transfer-{a.protocol}-seeds.json').write_text(json.dumps(res, indent=2))
         return write_markdown()
-    results = run(a.protocol, models, a.seed)
-    res = {'protocol': a.protocol, 'seed': a.seed, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
-           'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]],
-           'results': results}
+    res = record(seed=a.seed, results=run(a.protocol, models, a.seed))
     out = HERE/f'transfer-{a.protocol}.json'
     if a.merge and out.exists():
         old = json.loads(out.read_text())

@@ -288,7 +288,7 @@ class SequentialRecommender:
         opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
         gen = torch.Generator().manual_seed(c['seed'])
         known, position = self._training_catalogue(split)   # the items the training softmax ranks
-        self._loss_setup(position[y[y >= 0]], len(known), gen)
+        self._loss_setup(position[y[y >= 0]], int((position >= 0).sum()), gen)
         state = dict(epoch=0, best=-1.0, best_state=None, best_tower=None, bad=0, history=[], seconds=0.0)
         if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen, tower)
         self.history, t0 = state['history'], time.time() - state['seconds']
@@ -330,12 +330,12 @@ class SequentialRecommender:
         rows = torch.unique(torch.cat([inputs.flatten(), targets]))
         return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
 
-    def _training_catalogue(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        "The items the training softmax ranks, and each catalogue item's position among them (-1: left out)."
+    def _training_catalogue(self, split: Split) -> tuple[slice|torch.Tensor, torch.Tensor]:
+        "The item rows the training softmax ranks (a slice: all), and each item's position among them (-1: left out)."
         mode = self.config.get('unseen_items', 'auto')
         if mode == 'auto': mode = 'exclude' if split.protocol == 'cold' else 'negative'
-        known = torch.arange(split.n_items)
-        if mode == 'exclude': known = torch.from_numpy(np.unique(split.train['item_idx'].to_numpy()))
+        if mode == 'negative': return slice(None), torch.arange(split.n_items)  # a view: no copy of the item matrix per step
+        known = torch.from_numpy(np.unique(split.train['item_idx'].to_numpy()))
         position = torch.full((split.n_items,), -1, dtype=torch.long); position[known] = torch.arange(len(known))
         return known, position
 

@@ -16,16 +16,16 @@ from .finetune import SequentialRecommender, item_vectors, set_seed, torch_threa
 from .evaluate import evaluate, rank_metrics, topk, Pop
 
 # %% auto #0
-__all__ = ['RESULTS', 'MODEL_NAMES', 'TRAIN', 'TRAIN_SMALL', 'SMALL_DATA', 'COLD_FULL', 'COLD_SMALL', 'FEWSHOT_FULL',
-           'FEWSHOT_SMALL', 'CROSS_FULL', 'CROSS_SMALL', 'LOSSES', 'IMBALANCE_VARIANTS', 'IMBALANCE_FULL',
-           'IMBALANCE_SMALL', 'EXPLAIN_FULL', 'EXPLAIN_SMALL', 'CHOOSE_FULL', 'CHOOSE_SMALL', 'machine_info',
-           'save_record', 'run_recorded', 'load_record', 'describe', 'seed_ci', 'bootstrap_ci', 'summarize',
-           'study_data', 'study_vectors', 'make_model', 'fit_timed', 'WithHistories', 'accuracy', 'truncate_users',
-           'cold_start', 'plot_bars', 'subsample_train', 'scaled_epochs', 'few_shot', 'crossover', 'plot_lines',
-           'genre_domains', 'domain_split', 'WarmStart', 'cross_domain', 'plot_cross_domain', 'popularity_profile',
-           'popularity_bias', 'LossSequential', 'imbalance', 'explanation_check', 'explanation_summary',
-           'token_attributions', 'highlight_html', 'explanations', 'tiny_decoder', 'encoder_specs', 'choose_model',
-           'pick_table', 'headlines']
+__all__ = ['RESULTS', 'MODEL_NAMES', 'TRAIN', 'TRAIN_NEW_AS_NEGATIVES', 'TRAIN_SMALL', 'SMALL_DATA', 'COLD_FULL', 'COLD_SMALL',
+           'FEWSHOT_FULL', 'FEWSHOT_SMALL', 'CROSS_FULL', 'CROSS_SMALL', 'LOSSES', 'IMBALANCE_VARIANTS',
+           'IMBALANCE_FULL', 'IMBALANCE_SMALL', 'EXPLAIN_FULL', 'EXPLAIN_SMALL', 'CHOOSE_FULL', 'CHOOSE_SMALL',
+           'machine_info', 'save_record', 'run_recorded', 'load_record', 'describe', 'seed_ci', 'bootstrap_ci',
+           'summarize', 'study_data', 'study_vectors', 'make_model', 'fit_timed', 'WithHistories', 'accuracy',
+           'truncate_users', 'cold_start', 'plot_bars', 'subsample_train', 'scaled_epochs', 'few_shot', 'crossover',
+           'plot_lines', 'genre_domains', 'domain_split', 'WarmStart', 'cross_domain', 'plot_cross_domain',
+           'popularity_profile', 'popularity_bias', 'LossSequential', 'imbalance', 'explanation_check',
+           'explanation_summary', 'token_attributions', 'highlight_html', 'explanations', 'tiny_decoder',
+           'encoder_specs', 'choose_model', 'pick_table', 'headlines']
 
 # %% ../nbs/06_transfer.ipynb #42c77eeb
 RESULTS = Path('results/06_transfer')
@@ -255,9 +255,10 @@ def plot_bars(summary: pd.DataFrame, # from `summarize`: a row per (group, model
 
 # %% ../nbs/06_transfer.ipynb #b51375dc
 TRAIN = dict(epochs=6, patience=2, dim=64, lr=3e-3, num_threads=1, progress=False)
+TRAIN_NEW_AS_NEGATIVES = {**TRAIN, 'unseen_items': 'negative'}  # the cold records were made with new items as softmax negatives
 TRAIN_SMALL = dict(epochs=2, patience=1, dim=16, max_len=10, num_threads=1, progress=False)
 SMALL_DATA = dict(name='synthetic', n_users=120, n_items=90, interactions_per_user=15, seed=0)
-COLD_FULL = dict(data=dict(name='ml-100k'), seeds=[0, 1, 2], train={**TRAIN, 'unseen_items': 'negative'}, item_models=['pop', 'id', 'text', 'text+id', 'scratch'],
+COLD_FULL = dict(data=dict(name='ml-100k'), seeds=[0, 1, 2], train=TRAIN_NEW_AS_NEGATIVES, item_models=['pop', 'id', 'text', 'text+id', 'scratch'],
                  user_models=['pop', 'id', 'text', 'text+id'], user_fraction=0.2, max_user_items=5)
 COLD_SMALL = {**COLD_FULL, 'data': SMALL_DATA, 'seeds': [0], 'train': TRAIN_SMALL}
 
@@ -753,7 +754,7 @@ def choose_model(cfg: dict) -> pd.DataFrame:
                          'encode_items_per_s': np.nan, 'protocol': p, 'fit_seconds': secs, **ev(m, sp)})
     return pd.DataFrame(rows)
 
-CHOOSE_FULL = dict(data=dict(name='ml-100k'), seeds=[0], train={**TRAIN, 'unseen_items': 'negative'}, protocols=['cold'], encoders=encoder_specs())
+CHOOSE_FULL = dict(data=dict(name='ml-100k'), seeds=[0], train=TRAIN_NEW_AS_NEGATIVES, protocols=['cold'], encoders=encoder_specs())
 CHOOSE_SMALL = {**CHOOSE_FULL, 'data': SMALL_DATA, 'train': TRAIN_SMALL, 'protocols': ['loo'],
                 'encoders': [s for s in encoder_specs('/nonexistent/model') if 'GPT-2' in s['name'] or 'local' in s['name']]}
 
