@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench bench-transfer reproduce clean
+.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
 
 install: $(STAMP)
 
@@ -83,6 +83,12 @@ lab: install
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
+
+# the cross-encoder's validation quality with truncated histories vs the seed's 50 items in 512 tokens (about 40 minutes
+# on 2 cores; kept out of `make bench` for its length): the truncation section of benchmarks/results.{json,md}
+bench-truncation: install
+	$(PY) -m pip install -q -e ".[bench]"
+	nice -n 10 $(PY) benchmarks/speed.py --only truncation --threads 2
 
 # quality: every protocol of the transfer benchmark on ml-100k, the tuned-encoder model (its own half hour) and the
 # pretrained vs random-init encoder on cold items over three seeds (about 1.5 hours on 2 cores): benchmarks/transfer*.{md,json}
