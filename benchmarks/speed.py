@@ -724,9 +724,10 @@ def main():
     if bad: p.error(f"unknown section(s) {bad}; choose from {SECTIONS + ON_REQUEST}")
     torch.set_num_threads(a.threads)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
-    prev = json.loads((out/'results.json').read_text()) if (out/'results.json').exists() and a.only else None
+    prev = json.loads((out/'results.json').read_text())['sections'] if (out/'results.json').exists() else {}
+    kept = {k: v for k, v in prev.items() if a.only or k in ON_REQUEST}   # a full run keeps the on-request sections
     res = {'date': time.strftime('%Y-%m-%d %H:%M'), 'quick': a.quick, 'machine': machine(a.threads),
-           'settings': {k: v for k, v in vars(a).items() if k != 'out'}, 'sections': dict(prev['sections']) if prev else {}}
+           'settings': {k: v for k, v in vars(a).items() if k != 'out'}, 'sections': kept}
     t_all = time.perf_counter()
     for name in only:
         print(f'[{time.strftime("%H:%M:%S")}] {name} (load {load()})', flush=True)
