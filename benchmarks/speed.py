@@ -8,9 +8,9 @@ Sections (all by default; pick some with --only a,b):
   data         load_csv + clean + split of a synthetic 20,000,000-interaction CSV (2,000,000 with --quick), in a subprocess
   distributed  tests/test_distributed.py's two-tower run: one process vs torchrun with two gloo processes
 
-Only on request (--only truncation; `make bench-truncation`, about 40 minutes on 2 cores):
+Only on request (--only truncation; `make bench-truncation`, about an hour on 2 cores):
   truncation   validation quality of the cross-encoder trained on the last 5 items in 64 tokens vs the seed's last 50
-               items in 512 tokens, same seed, steps and pairs, on the same validation users
+               items in 512 tokens, same seed, steps and pairs, on every validation user
 
 Timed comparisons alternate the two sides round by round after a warm-up and report medians and their ratio. Run it
 with `nice`: the load average of the machine is recorded before and after each section. Writes benchmarks/results.json
@@ -250,8 +250,8 @@ def bench_truncation(a) -> dict:
     from transferrec.evaluate import rank_metrics, EASE
     from transferrec.study import bootstrap_ci
     sp, th = loo(), torch.get_num_threads()
-    steps, n_users = (4, 10) if a.quick else (CROSS_ENCODER_TUTORIAL['max_steps'], 200)
     valid = np.flatnonzero(np.asarray(sp.matrix('valid').sum(1)).ravel() > 0)
+    steps, n_users = (4, 10) if a.quick else (CROSS_ENCODER_TUTORIAL['max_steps'], len(valid))
     users = np.sort(np.random.default_rng(0).choice(valid, n_users, replace=False))
     rel, seen = sp.matrix('valid')[users], sp.seen('valid')[users]
     sides = {'truncated': dict(history_items=CROSS_ENCODER_TUTORIAL['history_items'], max_length=CROSS_ENCODER_TUTORIAL['max_length']),
@@ -259,7 +259,7 @@ def bench_truncation(a) -> dict:
     ease = EASE().fit(sp)   # one retriever for both sides
     base = rank_metrics(ease.score(users), rel, k=10, exclude=seen, metrics=['ndcg'])
     out = {'config': 'CROSS_ENCODER_TUTORIAL', 'retriever': 'ease', 'top_n': CROSS_ENCODER_TUTORIAL['top_n'], 'steps': steps,
-           'users': n_users, 'threads': th, 'retriever_valid_ndcg@10': float(np.nanmean(base['ndcg@10']))}
+           'users': n_users, 'users_available': len(valid), 'threads': th, 'retriever_valid_ndcg@10': float(np.nanmean(base['ndcg@10']))}
     per_user = {}
     for name, s in sides.items():
         t0 = time.perf_counter()
@@ -487,7 +487,10 @@ def same_quality(s: dict) -> str:
     d, tol = s['difference'], T['same_quality'] * s['seed_inputs']['valid_ndcg@10']
     if d['low'] >= -tol: return 'met'
     if d['high'] < 0: return '**missed**'
-    return f"not resolved: the interval spans both 0 and -{T['same_quality']:.0%}"
+    needed = s['users'] * ((d['high'] - d['low']) / 2 / tol) ** 2   # an interval's width shrinks as 1/sqrt(users)
+    return (f"not resolved: the interval spans both 0 and -{T['same_quality']:.0%}; an interval as narrow as "
+            f"±{T['same_quality']:.0%} would need about {needed:,.0f} users, and the validation split has "
+            f"{s.get('users_available', s['users']):,}")
 
 def bench_seconds(S: dict) -> float:
     "Seconds of the sections `make bench` runs (the on-request ones excluded)."
@@ -627,7 +630,7 @@ def markdown(res: dict) -> str:
         t, o, d = s['truncated'], s['seed_inputs'], s['difference']
         md += [f"{s['config']} re-ranking the top {s['top_n']} of {s['retriever'].upper()}, trained {s['steps']} steps on the same "
                f"{t['pairs']:,} pairs and seed with each input, then scored on the same {s['users']} validation users "
-               f"(seeded sample); {s['threads']} thread(s). Dynamic padding on both sides.", '',
+               f"of {s.get('users_available', s['users'])}; {s['threads']} thread(s). Dynamic padding on both sides.", '',
                '| inputs | valid ndcg@10 | valid recall@10 | train s | score s |', '|---|---|---|---|---|',
                *[f"| last {r['history_items']} items, {r['max_length']} tokens | {r['valid_ndcg@10']:.4f} | "
                  f"{r['valid_recall@10']:.4f} | {r['train_seconds']:.0f} | {r['score_seconds']:.0f} |" for r in (t, o)],
