@@ -189,6 +189,12 @@ def test_internal_links_resolve(server):
     assert len(pages) > len(PAGES)
     assert not broken, '\n'.join(sorted(set(broken)))
 
+def test_repository_files_link_to_the_repository(server):
+    "A notebook's link to a file outside nbs/ (the home page's `../benchmarks/results.md`) opens it in the repository."
+    p = _Links(); p.feed(_fetch(server + 'index.html')[2].decode('utf-8'))
+    assert _build.repo_url('benchmarks/results.md') in p.links
+    assert _build.repo_url('benchmarks/results.md').startswith('https://github.com/transferrec/transferrec/blob/main/')
+
 def test_api_page_lists_every_export(server):
     "Every exported function and class of every module has an entry on the API page, linked to its notebook."
     import inspect, importlib
