@@ -494,7 +494,7 @@ def same_quality(s: dict) -> str:
 
 def bench_seconds(S: dict) -> float:
     "Seconds of the sections `make bench` runs (the on-request ones excluded)."
-    return sum(x.get('section_seconds', 0) for k, x in S.items() if k in SECTIONS)
+    return sum(x['section_seconds'] for k, x in S.items() if k in SECTIONS)
 
 def targets(S: dict, machine: dict) -> list[tuple]:
     "Each target of the speed benchmarks as (what, target, measured, verdict), read from the recorded sections."
@@ -503,7 +503,7 @@ def targets(S: dict, machine: dict) -> list[tuple]:
     def sec(name):
         x = S.get(name)
         return None if x is None or 'error' in x else x
-    full = lambda x: 'not at full size (--quick)' if x.get('quick') else None
+    full = lambda x: 'not at full size (--quick)' if x['quick'] else None
     if (s := sec('encoding')):
         q = s['quality']
         add('encoding, fp32 vs sentence-transformers', '>= 1.0x', f"{s['speedup_fp32_vs_st']:.2f}x", s['speedup_fp32_vs_st'] >= T['encode_fp32'])
@@ -565,9 +565,9 @@ def markdown(res: dict) -> str:
         md.extend([f'## {title}', ''])
         if s is None: md.extend(['not run', '']); return None
         if 'error' in s: md.extend([f"failed: `{s['error']}`", '']); return None
-        md.append(f"{'started ' + s['date'] + ', ' if 'date' in s else ''}on {s['cpu']}, "
+        md.append(f"started {s['date']}, on {s['cpu']}, "
                   f"{s['section_seconds']:.0f} s, {s['threads']} torch thread(s), nice {s['nice']}, load average before/after: "
-                  f"{s['load_before']} / {s['load_after']}{', --quick sizes' if s.get('quick') else ''}"); md.append('')
+                  f"{s['load_before']} / {s['load_after']}{', --quick sizes' if s['quick'] else ''}"); md.append('')
         return s
     if (s := head('encoding', 'Encoding the ml-100k item texts')):
         tp = s['texts_per_second']
@@ -639,7 +639,7 @@ def markdown(res: dict) -> str:
                f"Truncated minus seed inputs, per user: {d['mean']:+.4f} ndcg@10 ({s['relative_change'] * 100:+.1f}%), "
                f"bootstrap 95% interval {d['low']:+.4f} to {d['high']:+.4f}. Met when the whole interval lies above "
                f"-{T['same_quality']:.0%} of the seed inputs' ndcg@10, missed when it lies below zero: "
-               f"{'not judged at --quick sizes' if s.get('quick') else same_quality(s)}.", '']
+               f"{'not judged at --quick sizes' if s['quick'] else same_quality(s)}.", '']
     if (s := head('serving', 'Serving: `Recommender.recommend` on ml-100k')):
         L = s['latency_ms']; au = s['all_users']
         md += [f"{s['model']}, one user per call, k={s['k']}, {s['calls']} calls each, item vectors cached.", '',
