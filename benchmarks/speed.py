@@ -393,7 +393,7 @@ def bench_catalogue(a) -> dict:
     return out
 
 # ---------------------------------------------------------------------------------------------------------------------
-DATA_CHILD = textwrap.dedent('''
+DATA_CHILD = textwrap.dedent(r'''
     import json, re, sys, time, warnings
     warnings.simplefilter('ignore')
     def peak_mb():  # VmHWM: this process's own peak; getrusage's ru_maxrss keeps the parent's peak across fork and exec
