@@ -25,3 +25,11 @@ def test_same_quality_unresolved_says_how_many_users_it_needs():
     "An interval twice as wide as ±5% needs four times the users (width shrinks as 1/sqrt(users))."
     v = speed.same_quality(truncation(-0.01, 0.01, users=100))   # half-width 0.01 = 2 x the tolerance 0.005
     assert v.startswith('not resolved') and 'about 400 users' in v and 'has 943' in v
+
+def test_readme_targets_table_is_the_current_report():
+    "The targets table stored in nbs/index.ipynb (and so in the README) is the one in benchmarks/results.md."
+    report = (ROOT/'benchmarks'/'results.md').read_text().split('## Targets\n')[1].split('\n## ')[0]
+    cells = json.loads((ROOT/'nbs'/'index.ipynb').read_text())['cells']
+    shown = [''.join(o['data']['text/markdown']) for c in cells if 'results.md' in ''.join(c['source'])
+             for o in c.get('outputs', []) if 'text/markdown' in o.get('data', {})]
+    assert shown == [report], 'rerun the Speed and scale cell of nbs/index.ipynb, then `make readme`'
