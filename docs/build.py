@@ -73,9 +73,9 @@ _re_repolink = re.compile(r'\]\(\.\./([^)\s]+)\)')   # from nbs/ to a file elsew
 
 def repo_url(path:str) -> str:
     "Where `path` (relative to the repository root) is browsed online: settings.ini's `git_url` on its `branch`."
-    from configparser import ConfigParser
-    cfg = ConfigParser(); cfg.read(ROOT/'settings.ini')
-    return f"{cfg['DEFAULT']['git_url']}/blob/{cfg['DEFAULT']['branch']}/{path}"
+    from nbdev.config import get_config   # reads settings.ini once (cached)
+    cfg = get_config(path=ROOT)
+    return f"{cfg.git_url}/blob/{cfg.branch}/{path}"
 
 def _clean_stream(text:str) -> str:
     "Strip ANSI colours and keep what a terminal shows of lines rewritten with carriage returns (progress bars)."
