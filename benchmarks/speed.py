@@ -250,10 +250,11 @@ def bench_truncation(a) -> dict:
     from transferrec.evaluate import rank_metrics, EASE
     from transferrec.study import bootstrap_ci
     sp, th = loo(), torch.get_num_threads()
-    valid = np.flatnonzero(np.asarray(sp.matrix('valid').sum(1)).ravel() > 0)
+    held_out = sp.matrix('valid')
+    valid = np.flatnonzero(np.asarray(held_out.sum(1)).ravel() > 0)
     steps, n_users = (4, 10) if a.quick else (CROSS_ENCODER_TUTORIAL['max_steps'], len(valid))
     users = np.sort(np.random.default_rng(0).choice(valid, n_users, replace=False))
-    rel, seen = sp.matrix('valid')[users], sp.seen('valid')[users]
+    rel, seen = held_out[users], sp.seen('valid')[users]
     sides = {'truncated': dict(history_items=CROSS_ENCODER_TUTORIAL['history_items'], max_length=CROSS_ENCODER_TUTORIAL['max_length']),
              'seed_inputs': dict(history_items=50, max_length=512)}
     ease = EASE().fit(sp)   # one retriever for both sides

@@ -8,7 +8,7 @@ _spec = importlib.util.spec_from_file_location('transferrec_speed_bench', ROOT/'
 speed = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(speed)
 
 def test_results_md_is_rendered_from_results_json():
-    "benchmarks/results.md (and so the README's targets table) is exactly what results.json renders to."
+    "benchmarks/results.md is exactly what results.json renders to."
     res = json.loads((ROOT/'benchmarks'/'results.json').read_text())
     assert speed.markdown(res) == (ROOT/'benchmarks'/'results.md').read_text()
 
