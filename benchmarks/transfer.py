@@ -9,7 +9,7 @@ from pathlib import Path
 import torch, transformers
 import transferrec
 from transferrec.data import load_movielens, split
-from transferrec.evaluate import benchmark
+from transferrec.benchmark import benchmark
 
 HERE = Path(__file__).parent
 MODELS = {

@@ -14,6 +14,8 @@ with Sphinx.
 - Exported cells are shown after their API docs, folded under "Exported source" (nbdev's `exports` style).
 - `_proc/api.md` lists every exported function and class of every module, each linking to the notebook section
   that documents it; backticked names in the notebooks' text link to those sections.
+- `_proc/architecture.md` (and its picture) shows the layers, notebook -> module, with what each module imports from
+  the package, read from the code by `docs/architecture.py` (the code `tests/test_architecture.py` checks with).
 - A link from a notebook to a file elsewhere in the repository (`../benchmarks/results.md`) opens that file in the
   repository online (`git_url` and `branch` of settings.ini), as the README's links do on GitHub.
 - Executed notebooks are cached in `_proc/.cache/` (nbdev's `_proc` form), keyed on the notebook, the package source,
@@ -32,13 +34,14 @@ CACHE = PROC/'.cache'
 sys.path.insert(0, str(DOCS))
 from apidoc import label  # noqa: E402
 import nbproc  # noqa: E402
+import architecture  # noqa: E402
 from nbproc import ENV, _re_dir  # noqa: E402
 _re_showdoc = re.compile(r'^show_doc', re.M)
 
 # ---------------------------------------------------------------- pages
 
 def page_name(nb:Path) -> str:
-    "nbdev's page name: `03a_two_tower.ipynb` -> `two_tower` (as in `nbdev.doclinks._nbpath2html`)."
+    "nbdev's page name: `06a_two_tower.ipynb` -> `two_tower` (as in `nbdev.doclinks._nbpath2html`)."
     return re.sub(r'^\d+[a-zA-Z0-9]*_', '', nb.name.lower()).rsplit('.', 1)[0]
 
 def sidebar() -> list[tuple[str|None, list[Path]]]:
@@ -261,7 +264,7 @@ def _toctree(sections, order) -> str:
         pages = [page_name(p) for p in nbs if page_name(p) != 'index']
         if not pages: continue
         res += ['', '```{toctree}', ':hidden:', ':maxdepth: 2'] + ([f':caption: {caption}'] if caption else [':caption: Notebooks']) + [''] + pages + ['```']
-    res += ['', '```{toctree}', ':hidden:', ':caption: Reference', '', 'api', '```']
+    res += ['', '```{toctree}', ':hidden:', ':caption: Reference', '', 'architecture', 'api', '```']
     return '\n'.join(res)
 
 # ---------------------------------------------------------------- driver
@@ -353,6 +356,7 @@ def main(argv=None):
         _write_if_changed(PROC/f'{page}.ipynb', tmp.read_text(encoding='utf-8')); tmp.unlink()
         keep.add(f'{page}.ipynb')
     _write_if_changed(PROC/'api.md', link(api))
+    keep |= architecture.write(PROC)   # the Architecture page and its graph, drawn from the package's own imports
     for f in PROC.iterdir():
         if f.name not in keep and not f.name.startswith('.'):
             shutil.rmtree(f) if f.is_dir() else f.unlink()

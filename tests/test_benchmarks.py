@@ -1,16 +1,16 @@
-"The speed benchmark's report: the committed tables are what `benchmarks/speed.py` renders, and its verdicts."
-import importlib.util, json
+"The speed benchmark's report: the committed tables are what `benchmarks/report.py` renders, and its verdicts."
+import json, sys
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location('transferrec_speed_bench', ROOT/'benchmarks'/'speed.py')
-speed = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(speed)
+sys.path.insert(0, str(ROOT/'benchmarks'))   # the benchmark scripts import each other by name
+import report
 
 def test_results_md_is_rendered_from_results_json():
     "benchmarks/results.md is exactly what results.json renders to."
     res = json.loads((ROOT/'benchmarks'/'results.json').read_text())
-    assert speed.markdown(res) == (ROOT/'benchmarks'/'results.md').read_text()
+    assert report.markdown(res) == (ROOT/'benchmarks'/'results.md').read_text()
 
 def truncation(low, high, mean=0.0, seed_ndcg=0.1, users=100):
     return {'difference': {'mean': mean, 'low': low, 'high': high}, 'seed_inputs': {'valid_ndcg@10': seed_ndcg},
@@ -19,11 +19,11 @@ def truncation(low, high, mean=0.0, seed_ndcg=0.1, users=100):
 @pytest.mark.parametrize('low,high,expected', [(-0.004, 0.01, 'met'), (-0.03, -0.001, '**missed**')])
 def test_same_quality_met_or_missed(low, high, expected):
     "Met when the whole interval lies above -5% of the seed's ndcg@10 (here -0.005), missed when it lies below zero."
-    assert speed.same_quality(truncation(low, high)) == expected
+    assert report.same_quality(truncation(low, high)) == expected
 
 def test_same_quality_unresolved_says_how_many_users_it_needs():
     "An interval twice as wide as ±5% needs four times the users (width shrinks as 1/sqrt(users))."
-    v = speed.same_quality(truncation(-0.01, 0.01, users=100))   # half-width 0.01 = 2 x the tolerance 0.005
+    v = report.same_quality(truncation(-0.01, 0.01, users=100))   # half-width 0.01 = 2 x the tolerance 0.005
     assert v.startswith('not resolved') and 'about 400 users' in v and 'has 943' in v
 
 def test_readme_targets_table_is_the_current_report():

@@ -2,8 +2,8 @@
 import subprocess, sys, warnings, zipfile
 import numpy as np, pandas as pd, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
-from transferrec.data import (DataError, Dataset, from_dataframes, load_csv, load_movielens, clean, split, item_text,
-                              sample_negatives, pointwise, balance, synthetic, clean_title, stats)
+from transferrec.core import DataError
+from transferrec.data import Dataset, from_dataframes, load_csv, load_movielens, clean, split, item_text, sample_negatives, pointwise, balance, synthetic, clean_title, stats
 
 
 def test_movielens_counts_and_fields(ml100k):

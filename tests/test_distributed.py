@@ -6,7 +6,7 @@ WORKER = textwrap.dedent('''
     import json, os, sys, time
     import torch
     from transferrec.data import split, synthetic
-    from transferrec.evaluate import evaluate
+    from transferrec.metrics import evaluate
     from transferrec.twotower import TwoTowerRecommender
     model, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     torch.set_num_threads(1)
@@ -22,11 +22,13 @@ WORKER = textwrap.dedent('''
                    **rec.train_stats_, 'test_ndcg@10': evaluate(rec, data)['ndcg@10']}, open(out, 'w'))
 ''')
 
-def _free_port() -> int:
+def free_port() -> int:
+    "A free TCP port on 127.0.0.1 (for torchrun's rendezvous; also used by benchmarks/sections.py)."
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def _run(cmd, tmp_path):
+def run_command(cmd, tmp_path):
+    "Run `cmd` offline with one thread per process in `tmp_path`; fail with its output unless it succeeds."
     env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
            'OMP_NUM_THREADS': '1', 'PYTHONWARNINGS': 'ignore'}
     r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -37,9 +39,9 @@ def test_torchrun_two_processes_match_one(tiny_bert, tmp_path):
     script = tmp_path/'worker.py'
     script.write_text(WORKER)
     single, multi = tmp_path/'single.json', tmp_path/'multi.json'
-    _run([sys.executable, script, tiny_bert, single, '32'], tmp_path)
-    _run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--nnodes', '1',
-          '--master_addr', '127.0.0.1', '--master_port', str(_free_port()), script, tiny_bert, multi, '16'], tmp_path)
+    run_command([sys.executable, script, tiny_bert, single, '32'], tmp_path)
+    run_command([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2', '--nnodes', '1',
+                 '--master_addr', '127.0.0.1', '--master_port', str(free_port()), script, tiny_bert, multi, '16'], tmp_path)
     one, two = json.loads(single.read_text()), json.loads(multi.read_text())
     assert not one['distributed'] and two['distributed'] and two['world_size'] == 2 and two['backend'] == 'gloo'
     assert one['steps'] == two['steps'] == 40                       # same global batch: same number of optimizer steps

@@ -19,7 +19,7 @@ _spec = importlib.util.spec_from_file_location('transferrec_docs_build', ROOT/'d
 _build = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(_build)
 sidebar, page_name = _build.sidebar, _build.page_name
 
-PAGES = [page_name(p) for _, ps in sidebar() for p in ps] + ['api']
+PAGES = [page_name(p) for _, ps in sidebar() for p in ps] + ['architecture', 'api']
 FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
          '--disable-background-networking', '--disable-component-update', '--disable-sync',
          '--disable-dev-shm-usage', '--window-size=1280,1000', '--hide-scrollbars']

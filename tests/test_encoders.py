@@ -3,7 +3,7 @@ import os, warnings
 import numpy as np, pytest, torch
 from transformers import AutoTokenizer, BertConfig, BertModel, GPT2Config, GPT2Model, GPT2TokenizerFast
 from transformers.utils import logging as hf_logging
-from transferrec.data import DataError
+from transferrec.core import DataError
 from transferrec import encoders as E
 from transferrec.encoders import Encoder, encode_texts, load_encoder, default_encoder_path, pool
 
@@ -106,7 +106,7 @@ def test_corrupt_cache_file_is_rebuilt(enc, tmp_path, damage):
     else:
         with np.load(path) as z: keys, vecs, check = z['keys'], z['vectors'], z['checksum']
         if damage == 'checksum': vecs = vecs.copy(); vecs[0, 0] += 1
-        else: vecs = vecs[:, :10]; check = np.array(E._checksum(keys, vecs))
+        else: vecs = vecs[:, :10]; check = np.array(E.shard_checksum(keys, vecs))
         with open(path, 'wb') as f: np.savez(f, keys=keys, vectors=vecs, checksum=check)
     with pytest.warns(UserWarning, match='corrupt'):
         b = encode_texts(TEXTS, enc, cache_dir=tmp_path, progress=False)
@@ -118,7 +118,7 @@ def test_corrupt_cache_file_is_rebuilt(enc, tmp_path, damage):
 
 
 def test_shards_are_compacted(enc, tmp_path, monkeypatch):
-    monkeypatch.setattr(E._VectorCache, 'max_shards', 3)
+    monkeypatch.setattr(E.VectorCache, 'max_shards', 3)
     for i in range(5): encode_texts([f"film number {i}"], enc, cache_dir=tmp_path, progress=False)
     assert len(shards(tmp_path)) <= 3
     with Counter(enc.model) as c:
@@ -176,7 +176,7 @@ def test_tiny_gpt2_by_path_uses_last_token(gpt2_dir):
     assert not np.allclose(encode_texts(TEXTS[:2], mean, cache_dir=False, progress=False), batch[:2])
 
 
-def test_tiny_bert_by_path_with_cls_pooling(enc, tmp_path):
+def test_tiny_bert_by_path_with_cls_pooling(enc, tmp_path, monkeypatch):
     enc.tokenizer.save_pretrained(tmp_path)
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(enc.tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -190,10 +190,11 @@ def test_tiny_bert_by_path_with_cls_pooling(enc, tmp_path):
     alone = np.concatenate([encode_texts([t], b, cache_dir=False, progress=False) for t in TEXTS])
     np.testing.assert_allclose(v, alone, atol=1e-5)
     # a name or path given to encode_texts is loaded once and reused
+    loads, load = [], E.load_encoder
+    monkeypatch.setattr(E, 'load_encoder', lambda *a, **k: loads.append(a) or load(*a, **k))
     w1 = encode_texts(TEXTS[:2], str(tmp_path), cache_dir=False, progress=False)
-    loaded = E._LOADED[str(tmp_path.resolve())]
-    encode_texts(TEXTS[:2], tmp_path, cache_dir=False, progress=False)
-    assert E._LOADED[str(tmp_path.resolve())] is loaded and loaded.pooling == 'mean' and w1.shape == (2, 32)
+    w2 = encode_texts(TEXTS[:2], tmp_path, cache_dir=False, progress=False)
+    assert len(loads) == 1 and w1.shape == (2, 32) and np.array_equal(w1, w2)
 
 
 def test_pool_rules():

@@ -1,14 +1,15 @@
-"""Tests of transferrec.evaluate: metrics against hand examples and scikit-learn, the evaluator's guards,
+"""Tests of transferrec.metrics: metrics against hand examples and scikit-learn, the evaluator's guards,
 the baselines on real and synthetic data, and the benchmark table."""
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.metrics import ndcg_score
 
-from transferrec.data import DataError, load_movielens, split, synthetic
-from transferrec.evaluate import (BASELINES, BENCH_METRICS, BPR, EASE, METRICS, ItemKNN, Pop, Random, ScoreMatrix,
-                                  benchmark, benchmark_json, classification_metrics, evaluate, get_model,
-                                  hit_metrics, plot_benchmark, rank_metrics, rating_metrics, topk)
+from transferrec.core import DataError
+from transferrec.data import load_movielens, split, synthetic
+from transferrec.baselines import BASELINES, BPR, EASE, ItemKNN, Pop, Random
+from transferrec.benchmark import BENCH_METRICS, benchmark, benchmark_json, get_model, plot_benchmark
+from transferrec.metrics import METRICS, ScoreMatrix, classification_metrics, evaluate, hit_metrics, rank_metrics, rating_metrics, topk
 
 
 @pytest.fixture(scope="module")

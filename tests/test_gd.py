@@ -10,10 +10,7 @@ os.environ.setdefault('MPLBACKEND', 'Agg')
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 
-from transferrec.gd import (DivergenceError, GDResult, bce, bce_grad, check_gradients, gradient_descent, least_squares,
-                            lr_schedule, make_least_squares, mf_init, mf_loss_grad, mf_loss_torch, mf_predict, minibatches,
-                            mse, mse_grad, plot_contour, plot_histories, plot_lr_schedule, plot_sweep, rmse, sigmoid,
-                            softmax, softmax_ce, softmax_ce_grad, warmup_steps_of)
+from transferrec.gd import DivergenceError, GDResult, bce, bce_grad, check_gradients, gradient_descent, least_squares, lr_schedule, make_least_squares, mf_init, mf_loss_grad, mf_loss_torch, mf_predict, minibatches, mse, mse_grad, plot_contour, plot_histories, plot_lr_schedule, plot_sweep, rmse, sigmoid, softmax, softmax_ce, softmax_ce_grad, warmup_steps_of
 
 F = torch.nn.functional
 

@@ -2,9 +2,11 @@
 import json
 import numpy as np, pandas as pd, pytest, torch
 from transformers import GPT2Config, GPT2LMHeadModel, AutoTokenizer
-from transferrec.data import DataError, synthetic, split
+from transferrec.core import DataError
+from transferrec.data import synthetic, split
 from transferrec.encoders import default_encoder_path
-from transferrec.evaluate import evaluate, get_model
+from transferrec.metrics import evaluate
+from transferrec.benchmark import get_model
 from transferrec.recommend import Recommender
 
 SMALL = dict(epochs=6, patience=2, dim=32, max_len=20, progress=False)

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from transferrec.cli import main
-from transferrec.data import DataError, from_dataframes, load_csv, load_movielens, clean, split, item_text, synthetic
+from transferrec.core import DataError
+from transferrec.data import from_dataframes, load_csv, load_movielens, clean, split, item_text, synthetic
 
 GOOD = "user_id,item_id,rating,timestamp\n1,10,4,881250949\n1,11,5,881250950\n2,10,3,881250951\n"
 
@@ -299,13 +300,13 @@ def test_long_and_odd_texts_encode(enc):
 
 def test_tokenizer_is_part_of_the_cache_key(enc, tmp_path):
     from transferrec import encoders as E
-    base = E._identity(enc, 64)
-    assert E._identity(enc, 64) == base and E._identity(enc, 32) != base
+    base = E.encoder_identity(enc, 64)
+    assert E.encoder_identity(enc, 64) == base and E.encoder_identity(enc, 32) != base
     enc.tokenizer(['x' * 300], truncation=True, max_length=8)  # per-call settings do not change the key
-    assert E._identity(enc, 64) == base
+    assert E.encoder_identity(enc, 64) == base
     other = type(enc.tokenizer).from_pretrained(enc.name)
     other.add_tokens(['transferrec-token'])
-    assert E._tokenizer_fingerprint(other) != E._tokenizer_fingerprint(enc.tokenizer)
+    assert E.tokenizer_fingerprint(other) != E.tokenizer_fingerprint(enc.tokenizer)
 
 
 def test_unusable_cache_folder_warns_and_still_encodes(enc, tmp_path):
@@ -329,11 +330,11 @@ def test_stale_temporary_files_are_removed(enc, tmp_path):
 
 WRITER = """
 import sys, warnings, numpy as np
-from transferrec.encoders import _VectorCache
+from transferrec.encoders import VectorCache
 warnings.simplefilter('error')  # a corrupt shard seen by a writer fails the run
-_VectorCache.max_shards = 3  # compact often, so writers race on merges and deletions
+VectorCache.max_shards = 3  # compact often, so writers race on merges and deletions
 root, seed = sys.argv[1], int(sys.argv[2])
-c = _VectorCache(root, {'test': 'concurrent'}, 4)
+c = VectorCache(root, {'test': 'concurrent'}, 4)
 for i in range(40):
     keys = [f'{(seed * 1000 + i * 7 + j) % 60:032x}' for j in range(5)]
     c.put(keys, np.array([[int(k, 16)] * 4 for k in keys], np.float32))
@@ -343,7 +344,7 @@ for i in range(40):
 
 
 def test_concurrent_writers_do_not_corrupt_the_cache(tmp_path):
-    from transferrec.encoders import _VectorCache
+    from transferrec.encoders import VectorCache
     script = write(tmp_path, 'writer.py', WRITER)
     env = {**os.environ, 'PYTHONWARNINGS': 'error::UserWarning'}
     procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path/'cache'), str(s)], env=env,
@@ -351,7 +352,7 @@ def test_concurrent_writers_do_not_corrupt_the_cache(tmp_path):
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
-    c = _VectorCache(tmp_path/'cache', {'test': 'concurrent'}, 4)
+    c = VectorCache(tmp_path/'cache', {'test': 'concurrent'}, 4)
     keys = [f'{k:032x}' for k in range(60)]
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # no shard is corrupt

@@ -1,6 +1,7 @@
 "Vector indexes (exact, float16, FAISS IVF/HNSW) and the Recommender serving from them."
 import numpy as np, pandas as pd, pytest
-from transferrec.data import DataError, synthetic, split
+from transferrec.core import DataError
+from transferrec.data import synthetic, split
 from transferrec.retrieval import VectorIndex, recall_at_k, faiss_available, supports_index, top_items
 import transferrec.recommend as recommend_module
 from transferrec.recommend import Recommender

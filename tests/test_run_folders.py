@@ -4,7 +4,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from transferrec.data import DataError, split, synthetic
+from transferrec.core import DataError
+from transferrec.data import split, synthetic
 from transferrec.recommend import Recommender
 
 
@@ -24,10 +25,10 @@ def test_kill_mid_save_keeps_previous_run(rec, data, tmp_path):
     script = textwrap.dedent(f"""
         import time, transferrec.recommend as r
         rec = r.Recommender.load({str(run)!r})
-        slow = r._sha256
+        slow = r.file_sha256
         def sha(p):
             print('writing', flush=True); time.sleep(30); return slow(p)
-        r._sha256 = sha
+        r.file_sha256 = sha
         rec.save({str(run)!r})
     """)
     proc = subprocess.Popen([sys.executable, '-c', script], stdout=subprocess.PIPE, text=True)

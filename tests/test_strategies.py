@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from transferrec.data import DataError, split, synthetic
+from transferrec.core import DataError
+from transferrec.data import split, synthetic
 from transferrec.recommend import Recommender, STRATEGIES
 
 TOWER = dict(history_items=5, user_max_length=32, item_max_length=16, batch_size=32, max_steps=20, eval_steps=10,

@@ -2,10 +2,11 @@
 import json
 import numpy as np, pandas as pd, pytest, torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-from transferrec.data import DataError, synthetic, split
+from transferrec.core import DataError
+from transferrec.data import synthetic, split
 from transferrec.encoders import default_encoder_path
-from transferrec.evaluate import Pop, Random
-from transferrec.finetune import SequentialRecommender
+from transferrec.baselines import Pop, Random
+from transferrec.sequential import SequentialRecommender
 from transferrec import study
 
 TINY = dict(epochs=1, dim=16, max_len=8, progress=False)
@@ -76,7 +77,7 @@ def test_warm_start_starts_from_the_source_weights(ds, loo):
     base = study.make_model('id', ds, **TINY).fit(loo)
     w = study.WarmStart(base, epochs=1)
     assert w.config['item_repr'] == 'id' and w.config['epochs'] == 1
-    w._build(loo)
+    w.build_network(loo)
     for k, v in base.net.state_dict().items(): torch.testing.assert_close(w.net.state_dict()[k], v)
     w.fit(loo)
     assert not torch.equal(w.net.ids.weight, base.net.ids.weight)     # training changed the copy, not the source

@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from transferrec.data import DataError, split, synthetic
-from transferrec.evaluate import Pop, Random, evaluate
+from transferrec.core import DataError
+from transferrec.data import split, synthetic
+from transferrec.baselines import Pop, Random
+from transferrec.metrics import evaluate
 from transferrec.twotower import TwoTowerRecommender, next_item_pairs, info_nce
 from transferrec.crossencoder import CrossEncoderReranker
 
