@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest pytest docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
+.PHONY: install demo test check-sync nbtest outputs pytest docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
 
 install: $(STAMP)
 
@@ -39,8 +39,14 @@ check-sync: install
 	  echo "nbdev_clean, nbdev_export or make readme changed the files above: run them and commit the result (notebooks, transferrec/ and README.md together)."; \
 	  exit 1; fi
 
+# every notebook run as nbdev_test runs it (slow cells skipped), and the outputs stored in it must be what it gives
 nbtest: install
-	$(BIN)/nbdev_test --n_workers 2 --timing
+	$(PY) docs/nbcheck.py --n_workers 2
+
+# store a notebook's outputs in it, cleaned (slow cells keep theirs, `#| varies` cells get none): make outputs NB=nbs/03_metrics.ipynb
+outputs: install
+	@test -n "$(NB)" || { echo 'usage: make outputs NB=nbs/XX.ipynb'; exit 1; }
+	$(PY) docs/nbcheck.py --store $(NB)
 
 pytest: install
 	$(BIN)/pytest -q tests --ignore=tests/test_docs.py

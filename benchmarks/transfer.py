@@ -3,11 +3,10 @@
 Writes benchmarks/transfer-<protocol>.json (results, machine, versions, settings) and regenerates benchmarks/transfer.md
 from all the JSON files present. Usage: python benchmarks/transfer.py --protocol loo [--models a,b] [--seed 0]
 `--seeds 0,1,2` repeats the run with each seed (split and models) and writes transfer-<protocol>-seeds.json instead."""
-import argparse, json, os, platform, time
+import argparse, json, os, time
 import numpy as np
 from pathlib import Path
-import torch, transformers
-import transferrec
+from transferrec.core import atomic_write, machine_info
 from transferrec.data import load_movielens, split
 from transferrec.benchmark import benchmark
 
@@ -19,9 +18,9 @@ MODELS = {
 }
 COLUMNS = ['ndcg@10', 'recall@10', 'mrr@10', 'ndcg@10_cold', 'recall@10_cold', 'fit_seconds']
 
-def machine() -> dict:
-    return {'cpu': platform.processor() or platform.machine(), 'cores': os.cpu_count(), 'python': platform.python_version(),
-            'torch': torch.__version__, 'transformers': transformers.__version__, 'transferrec': transferrec.__version__}
+def write_json(path: Path, record: dict):
+    "Write a record atomically: an interrupted run leaves the previous record whole."
+    with atomic_write(path, 'w') as f: json.dump(record, f, indent=2)
 
 def markdown(rows: dict) -> str:
     "A markdown table of {model: {column: value}}."
@@ -45,7 +44,7 @@ def write_markdown():
                + ''.join(f" {', '.join(x['models'])} added by a run on {x['date']} ({x['seconds']:.0f} s, load before/after "
                          f"{x['load_average_before_after']})." for x in r.get('added', [])) + '\n', markdown(r['results']), '']
         md += seeds_markdown(protocol)
-    (HERE/'transfer.md').write_text('\n'.join(md) + '\n')
+    with atomic_write(HERE/'transfer.md', 'w') as f: f.write('\n'.join(md) + '\n')
 
 def seeds_markdown(protocol: str) -> list[str]:
     "The mean, standard deviation and per-seed values of a --seeds run, if one is recorded."
@@ -85,12 +84,12 @@ def main():
     t0, load_before = time.time(), [round(x, 2) for x in os.getloadavg()]
     models = a.models or MODELS[a.protocol]
     def record(**results):  # the run's results with what it ran on, when, how long and under what load
-        return {'protocol': a.protocol, **results, 'machine': machine(), 'date': time.strftime('%Y-%m-%d %H:%M'),
+        return {'protocol': a.protocol, **results, 'machine': machine_info(), 'date': time.strftime('%Y-%m-%d %H:%M'),
                 'seconds': time.time() - t0, 'load_average_before_after': [load_before, [round(x, 2) for x in os.getloadavg()]]}
     if a.seeds:
         seeds = [int(x) for x in a.seeds.split(',')]
         res = record(seeds=seeds, runs=[{'seed': s, 'results': run(a.protocol, models, s)} for s in seeds])
-        (HERE/f'transfer-{a.protocol}-seeds.json').write_text(json.dumps(res, indent=2))
+        write_json(HERE/f'transfer-{a.protocol}-seeds.json', res)
         return write_markdown()
     res = record(seed=a.seed, results=run(a.protocol, models, a.seed))
     out = HERE/f'transfer-{a.protocol}.json'
@@ -99,7 +98,7 @@ def main():
         if old['seed'] != a.seed: raise SystemExit(f"--merge needs the recorded seed {old['seed']}, got {a.seed}")
         added = {k: res[k] for k in ('date', 'seconds', 'load_average_before_after')} | {'models': list(res['results'])}
         res = old | {'results': old['results'] | res['results'], 'added': old.get('added', []) + [added]}
-    out.write_text(json.dumps(res, indent=2))
+    write_json(out, res)
     write_markdown()
 
 if __name__ == '__main__': main()

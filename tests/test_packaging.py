@@ -1,0 +1,70 @@
+"""The package as users install it: every third-party module that `transferrec/` imports is declared in settings.ini,
+in the runtime requirements, or (for an optional extra) only imported inside `try: ... except ImportError`."""
+import ast, re, sys, configparser
+from importlib.metadata import packages_distributions
+from pathlib import Path
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def declared() -> dict[str, set[str]]:
+    "Distribution names per requirement group of settings.ini: {'requirements': {...}, 'faiss_requirements': {...}, ...}."
+    cfg = configparser.ConfigParser(delimiters=['='])
+    cfg.read(ROOT/'settings.ini')
+    norm = lambda r: re.split(r'[<>=!~\[; ]', r, maxsplit=1)[0].lower().replace('_', '-')
+    return {k: {norm(r) for r in v.split()} for k, v in cfg['DEFAULT'].items() if k.endswith('requirements')}
+
+
+def guarded(tree: ast.AST) -> set[int]:
+    "Line numbers of imports inside a `try` whose handlers catch ImportError."
+    lines = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Try) and any('ImportError' in ast.unparse(h.type or ast.Name('BaseException')) for h in node.handlers):
+            lines |= {n.lineno for b in node.body for n in ast.walk(b) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return lines
+
+
+def third_party_imports(folder: Path) -> list[tuple[str, int, str, bool]]:
+    "(file, line, top-level module, guarded) for every import of a module outside the standard library and the package."
+    out = []
+    for p in sorted(folder.glob('*.py')):
+        tree = ast.parse(p.read_text())
+        safe = guarded(tree)
+        for n in ast.walk(tree):
+            names = [a.name for a in n.names] if isinstance(n, ast.Import) else \
+                    [n.module] if isinstance(n, ast.ImportFrom) and n.level == 0 and n.module else []
+            for name in names:
+                top = name.split('.')[0]
+                if top in sys.stdlib_module_names or top == folder.name: continue
+                out.append((p.name, n.lineno, top, n.lineno in safe))
+    return out
+
+
+def undeclared(imports, groups, dists) -> list[str]:
+    "The imports that a plain install (or the extra that names them, when guarded) does not provide."
+    runtime, extras = groups.get('requirements', set()), set().union(*(v for k, v in groups.items() if k not in ('requirements', 'dev_requirements')))
+    bad = []
+    for file, line, top, is_guarded in imports:
+        names = {d.lower().replace('_', '-') for d in dists.get(top, [top])}
+        if names & runtime: continue
+        if is_guarded and names & extras: continue
+        why = 'only in an extra, but imported without an ImportError guard' if names & extras else 'not in the runtime requirements'
+        bad.append(f"transferrec/{file}:{line}: imports {top!r} ({', '.join(sorted(names))}): {why}")
+    return bad
+
+
+def test_every_runtime_import_is_declared():
+    problems = undeclared(third_party_imports(ROOT/'transferrec'), declared(), packages_distributions())
+    assert not problems, 'add these to settings.ini `requirements` (or guard the import):\n' + '\n'.join(problems)
+
+
+def test_the_check_catches_an_undeclared_import(tmp_path):
+    pkg = tmp_path/'transferrec'; pkg.mkdir()
+    (pkg/'a.py').write_text("import numpy\nimport fastcore.basics\ntry: import faiss\nexcept ImportError: faiss = None\n"
+                            "import faiss as f2\nfrom . import b\nimport os\n")
+    groups = {'requirements': {'numpy'}, 'dev_requirements': {'fastcore'}, 'faiss_requirements': {'faiss-cpu'}}
+    dists = {'numpy': ['numpy'], 'fastcore': ['fastcore'], 'faiss': ['faiss-cpu']}
+    problems = undeclared(third_party_imports(pkg), groups, dists)
+    assert [p.split(':')[1] for p in problems] == ['2', '5'], problems   # fastcore (dev only) and the unguarded faiss
+    assert 'not in the runtime requirements' in problems[0] and 'without an ImportError guard' in problems[1]
