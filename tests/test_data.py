@@ -81,7 +81,7 @@ def test_bad_input_errors(tmp_path):
     with pytest.raises(DataError, match='not valid utf-8'): load_csv(tmp_path/'latin.csv', encoding='utf-8')
     ds = synthetic(n_users=20, n_items=30, interactions_per_user=5)
     with pytest.raises(DataError, match='lower the thresholds'): clean(ds, min_user_interactions=50)
-    with pytest.raises(DataError, match='unknown protocol'): split(ds, 'temporal')
+    with pytest.raises(DataError, match='unknown protocol'): split(ds, 'tomorrow')
     with pytest.raises(DataError, match='unknown user id'): ds.user_index([10_000])
     with pytest.raises(DataError, match='unknown item id'): ds.item_index([10_000])
     (tmp_path/'notml.zip').write_bytes(b'')
@@ -153,6 +153,31 @@ def test_split_properties(n_users, n_items, n, seed, protocol, data):
         per_user = kept.groupby('user_idx').size()
         assert set(s.test.user_idx) == set(per_user[per_user >= 3].index) and s.test.user_idx.is_unique
     for a, b in zip((s.train, s.valid, s.test), (s2.train, s2.valid, s2.test)): pd.testing.assert_frame_equal(a, b)
+
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n_users=st.integers(1, 12), n_items=st.integers(2, 12), n=st.integers(3, 120), span=st.integers(2, 50),
+       cuts=st.tuples(st.floats(0.05, 0.9), st.floats(0.01, 0.5)), data=st.data())
+def test_temporal_split_has_no_interaction_from_the_future(n_users, n_items, n, span, cuts, data):
+    users = data.draw(st.lists(st.integers(1, n_users), min_size=n, max_size=n))
+    items = data.draw(st.lists(st.integers(1, n_items), min_size=n, max_size=n))
+    ts = data.draw(st.lists(st.integers(0, span), min_size=n, max_size=n))
+    time_cuts = (cuts[0], min(cuts[0] + cuts[1], 0.99))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        ds = from_dataframes(pd.DataFrame({'user_id': users, 'item_id': items, 'timestamp': ts}))
+        try: s = split(ds, 'temporal', time_cuts=time_cuts)
+        except DataError as e: assert 'leave a part empty' in str(e); return
+    kept = ds.interactions.drop_duplicates(['user_idx', 'item_idx'], keep='last')
+    if len(s.valid): assert s.train['timestamp'].max() < s.valid['timestamp'].min()
+    if len(s.test): assert s.train['timestamp'].max() < s.test['timestamp'].min()   # nothing in training is later than any test interaction
+    if len(s.valid) and len(s.test): assert s.valid['timestamp'].max() < s.test['timestamp'].min()
+    assert set(s.valid.user_idx) | set(s.test.user_idx) <= set(s.train.user_idx)    # new users are reported apart
+    parts = [set(df.index) for df in (s.train, s.valid, s.test)]
+    assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+    assert sum(map(len, parts)) + s.info['new_user_rows'] == len(kept)
+    assert s.info['new_items_test'] == len(set(s.test.item_idx) - set(s.train.item_idx))
 
 
 ODD = ['', '   ', '\x00', 'a\x00b', '\u05e9\u05dc\u05d5\u05dd', 'e\u0301', '\U0001F468\u200d\U0001F469\u200d\U0001F467',

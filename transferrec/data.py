@@ -12,8 +12,8 @@ from .core import DataError, atomic_write
 
 # %% auto #0
 __all__ = ['REQUIRED', 'MOVIELENS', 'ML100K_GENRES', 'PROTOCOLS', 'Dataset', 'from_dataframes', 'load_csv', 'clean_title',
-           'data_home', 'load_movielens', 'stats', 'clean', 'Split', 'split', 'item_text', 'tokenize',
-           'sample_negatives', 'pointwise', 'balance', 'synthetic', 'split_fingerprint']
+           'data_home', 'load_movielens', 'stats', 'clean', 'Split', 'split', 'split_fingerprint', 'item_text',
+           'tokenize', 'sample_negatives', 'pointwise', 'balance', 'synthetic']
 
 # %% ../nbs/01_data.ipynb #bfb3102d
 def _index_of(index: pd.Index, ids, kind: str) -> np.ndarray:
@@ -90,6 +90,7 @@ def _check_numeric(df: pd.DataFrame, col: str, dropna: bool, values: pd.Series|N
         vals = vals[~bad]
     return df.assign(**{col: vals})
 
+# %% ../nbs/01_data.ipynb #3e8d0b6a
 _EPOCH = pd.Timestamp(0, tz='UTC')
 
 def _to_seconds(ts: pd.Series) -> pd.Series:
@@ -106,6 +107,7 @@ def _to_seconds(ts: pd.Series) -> pd.Series:
         ts = dt
     return (pd.to_datetime(ts, utc=True) - _EPOCH) // pd.Timedelta(seconds=1)  # any resolution (pandas 3 keeps us, s, ...)
 
+# %% ../nbs/01_data.ipynb #8d2e4a71
 _INT_ID = r'-?(?:0|[1-9]\d{0,17})'
 
 def _canonical_ids(col: pd.Series) -> pd.Series:
@@ -158,6 +160,7 @@ def _repeated_rows(inter: pd.DataFrame) -> np.ndarray:
     except TypeError: dup[:] = False  # unhashable cells: nothing to compare
     return dup
 
+# %% ../nbs/01_data.ipynb #9e4f7a12
 def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                     items: pd.DataFrame|None=None, # one row per item, with text fields
                     users: pd.DataFrame|None=None, # one row per user, with features
@@ -229,6 +232,7 @@ def _cut_off(path: Path, sep: str, n_fields: int) -> bool:
     last = tail.rsplit(b'\n', 1)[-1]
     return b'"' not in last and last.count(sep.encode()) + 1 < n_fields
 
+# %% ../nbs/01_data.ipynb #5e9a2b08
 def _read_table(path, sep: str, what: str, encoding: str|None=None, dropna: bool=False, **kw) -> pd.DataFrame:
     "Read one delimited file with errors that name the file, the line and the fix."
     path = Path(path).expanduser()
@@ -281,6 +285,7 @@ def _read_table(path, sep: str, what: str, encoding: str|None=None, dropna: bool
     df.attrs['source'] = str(path)
     return df
 
+# %% ../nbs/01_data.ipynb #4c2f8e60
 def load_csv(interactions: str|Path, # path to the interactions file
              items: str|Path|None=None, # optional path to the item table
              users: str|Path|None=None, # optional path to the user table
@@ -476,6 +481,7 @@ def _kcore(users: np.ndarray, items: np.ndarray, min_user: int, min_item: int) -
         if keep.all(): return rows
         rows = rows[keep]
 
+# %% ../nbs/01_data.ipynb #2b8f4c16
 def _pair_keys(inter: pd.DataFrame) -> np.ndarray:
     "One int64 per (user_idx, item_idx) pair."
     items = inter['item_idx'].to_numpy()
@@ -487,6 +493,7 @@ def _latest_per_pair(inter: pd.DataFrame) -> np.ndarray:
     earlier = pd.Series(_pair_keys(inter)[order]).duplicated(keep='last').to_numpy()
     return np.sort(order[~earlier])
 
+# %% ../nbs/01_data.ipynb #1f6c9d34
 def _why_empty(inter: pd.DataFrame, implicit_threshold, min_user: int, min_item: int) -> str:
     "Which cleaning threshold removed every interaction, and how far to lower it."
     if implicit_threshold is not None:
@@ -531,9 +538,10 @@ def clean(ds: Dataset, # the dataset to clean
 # %% ../nbs/01_data.ipynb #6d45bb41
 class Split:
     "Train/valid/test interactions of one protocol over a whole catalogue."
-    def __init__(self, dataset, train, valid, test, protocol, seed, cold_items=None):
+    def __init__(self, dataset, train, valid, test, protocol, seed, cold_items=None, info=None):
         self.dataset, self.train, self.valid, self.test = dataset, train, valid, test
         self.protocol, self.seed, self.cold_items, self._mats = protocol, seed, cold_items, {}
+        self.info = info or {}  # what the protocol decided, e.g. the temporal cut times
     n_users = property(lambda self: self.dataset.n_users)
     n_items = property(lambda self: self.dataset.n_items)
 
@@ -582,7 +590,7 @@ class Split:
                 f"valid {len(self.valid):,}, test {len(self.test):,})")
 
 # %% ../nbs/01_data.ipynb #aa5ca4c9
-PROTOCOLS = ('random', 'loo', 'cold')
+PROTOCOLS = ('random', 'loo', 'cold', 'temporal')
 
 def _recbole_counts(tot: np.ndarray, ratios) -> np.ndarray:
     "Per-group part sizes exactly as RecBole 1.2.1's `_calcu_split_ids` (vectorised)."
@@ -631,26 +639,59 @@ def _split_cold(inter, rng, cold_fraction, n_items):
     to_test = rng.random(len(held)) < 0.5
     return [inter[~is_cold], held[~to_test], held[to_test]], cold
 
+# %% ../nbs/01_data.ipynb #7e3a1c21
+def _split_temporal(inter, time_cuts):
+    "Two global cut times at quantiles of time: train before the first, valid between, test from the second on."
+    if 'timestamp' not in inter: raise DataError("the 'temporal' protocol cuts by time and needs a 'timestamp' column")
+    if len(time_cuts) != 2 or not 0 < time_cuts[0] < time_cuts[1] < 1:
+        raise DataError(f"time_cuts must be two increasing quantiles in (0, 1), e.g. (0.8, 0.9); got {time_cuts}")
+    t = inter['timestamp'].to_numpy()
+    valid_from, test_from = np.quantile(t, time_cuts, method='lower')
+    part = np.where(t < valid_from, 0, np.where(t < test_from, 1, 2))
+    if not ((part == 0).any() and (part == 1).any() and (part == 2).any()):
+        raise DataError(f"the cut times at quantiles {time_cuts} leave a part empty (timestamps {t.min()} to {t.max()}, "
+                        "many ties?); choose other time_cuts")
+    users, items = inter['user_idx'].to_numpy(), inter['item_idx'].to_numpy()
+    known_users, known_items = np.unique(users[part == 0]), np.unique(items[part == 0])
+    new_user = ~np.isin(users, known_users)
+    new_items = np.unique(items[(part == 2) & ~new_user & ~np.isin(items, known_items)])
+    info = {'valid_from': valid_from.item(), 'test_from': test_from.item(), 'time_cuts': list(time_cuts),
+            'new_users_valid': int(len(np.unique(users[(part == 1) & new_user]))),
+            'new_users_test': int(len(np.unique(users[(part == 2) & new_user]))),
+            'new_user_rows': int(((part > 0) & new_user).sum()), 'new_items_test': int(len(new_items)), 'new_items': new_items}
+    keep = ~new_user
+    return [inter[part == 0], inter[(part == 1) & keep], inter[(part == 2) & keep]], info
+
 # %% ../nbs/01_data.ipynb #3ae31d52
 def split(ds: Dataset, # the dataset to split
-          protocol: str='random', # "random", "loo" or "cold"
+          protocol: str='random', # "random", "loo", "cold" or "temporal"
           seed: int=0, # seed for the random protocols
           ratios: tuple=(0.8, 0.1, 0.1), # train/valid/test shares for "random"
           cold_fraction: float=0.2, # share of items held out for "cold"
+          time_cuts: tuple=(0.8, 0.9), # quantiles of time where valid and test begin, for "temporal"
          ) -> Split:
     "Split interactions by a protocol; no test interaction ever reaches training."
     if protocol not in PROTOCOLS: raise DataError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
         raise DataError(f"ratios must be three train/valid/test shares, none negative, summing to 1; got {ratios}")
-    rng, inter, cold = np.random.default_rng(seed), ds.interactions, None
+    rng, inter, cold, info = np.random.default_rng(seed), ds.interactions, None, None
     if pd.Series(_pair_keys(inter)).duplicated().any():
         inter = inter.iloc[_latest_per_pair(inter)]
         warnings.warn(f"{len(ds.interactions) - len(inter)} interactions repeat a (user, item) pair: split keeps the "
                       "latest of each, so that no test pair is also in training; call clean() first to do it explicitly")
     if protocol == 'random': parts = _split_random(inter, rng, ratios)
     elif protocol == 'loo': parts = _split_loo(inter)
-    else: parts, cold = _split_cold(inter, rng, cold_fraction, ds.n_items)
-    return Split(ds, *parts, protocol=protocol, seed=seed, cold_items=cold)
+    elif protocol == 'cold': parts, cold = _split_cold(inter, rng, cold_fraction, ds.n_items)
+    else: parts, info = _split_temporal(inter, time_cuts)
+    return Split(ds, *parts, protocol=protocol, seed=seed, cold_items=cold, info=info)
+
+# %% ../nbs/01_data.ipynb #c9c586d4
+def split_fingerprint(split: Split) -> str:
+    "A short hash of what training reads from a split, so a checkpoint is never resumed on other data."
+    h = hashlib.sha256(f"{split.n_users},{split.n_items},{split.protocol},{split.seed}".encode())
+    for part in ('train', 'valid'):
+        h.update(np.ascontiguousarray(getattr(split, part)[['user_idx', 'item_idx']].to_numpy(np.int64)).tobytes())
+    return h.hexdigest()[:16]
 
 # %% ../nbs/01_data.ipynb #2ad31030
 _CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f]+')
@@ -790,11 +831,3 @@ def synthetic(n_users: int=200, # number of users
         rows.append(pd.DataFrame({'user_id': u + 1, 'item_id': seq + 1, 'rating': rating.astype(float),
                                   'timestamp': 1_000_000 + u * 1000 + np.arange(len(seq))}))
     return from_dataframes(pd.concat(rows, ignore_index=True), items, name='synthetic')
-
-# %% ../nbs/01_data.ipynb #c9c586d4
-def split_fingerprint(split: Split) -> str:
-    "A short hash of what training reads from a split, so a checkpoint is never resumed on other data."
-    h = hashlib.sha256(f"{split.n_users},{split.n_items},{split.protocol},{split.seed}".encode())
-    for part in ('train', 'valid'):
-        h.update(np.ascontiguousarray(getattr(split, part)[['user_idx', 'item_idx']].to_numpy(np.int64)).tobytes())
-    return h.hexdigest()[:16]
