@@ -98,7 +98,8 @@ def test_quickstart_fast_writes_report(tmp_path):
     out = tmp_path/'qs'
     r = run('quickstart', '--fast', '--dataset', 'synthetic', '--out', str(out))
     assert r.returncode == 0, r.stderr
-    assert {'metrics.json', 'results.md', 'metrics.png', 'training_curves.png', 'model'} <= {p.name for p in out.iterdir()}
+    assert {'metrics.json', 'results.md', 'metrics.png', 'training_curves.png', 'model'} == {p.name for p in out.iterdir()}
+    assert (out/'metrics.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'      # written whole through atomic_write
     m = json.loads((out/'metrics.json').read_text())['results']
     assert set(m) == {'loo', 'cold'} and 'sequential-text+id' in m['loo'] and 'ndcg@10_cold' in m['cold']['sequential-text']
     assert 'top 10 for user' in r.stdout and 'top 10 for a new user' in r.stdout

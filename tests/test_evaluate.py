@@ -214,6 +214,16 @@ def test_bpr_trains_and_beats_random(syn_split):
                                rtol=1e-6)
 
 
+def test_bpr_early_stopping(syn_split):
+    "Patience counts epochs without a better validation NDCG; None or 0 never stops; the best epoch's embeddings are kept."
+    short = BPR(epochs=30, lr=1e-2, patience=1, seed=0, progress=False).fit(syn_split)
+    curve = [h["valid_ndcg@10"] for h in short.history_]
+    assert len(curve) < 30 and curve[-1] <= max(curve[:-1])                 # stopped at the first epoch without improvement
+    assert short.best_epoch_ == 1 + int(np.argmax(curve))
+    for patience in (None, 0):
+        assert len(BPR(epochs=3, lr=1e-2, patience=patience, seed=0, progress=False).fit(syn_split).history_) == 3
+
+
 # ---- benchmark -------------------------------------------------------------------------------------------------
 
 def test_benchmark_columns_and_json(tmp_path):

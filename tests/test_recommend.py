@@ -27,7 +27,7 @@ def test_scores_and_beats_random(rec, data):
 def test_recommend_known_user_excludes_history(rec, data):
     uid = data.dataset.user_ids[3]
     out = rec.recommend(user_id=uid, k=7)
-    assert list(out.columns) == ['item_id', 'title', 'score', 'because'] and len(out) == 7
+    assert list(out.columns) == ['item_id', 'title', 'score', 'because', 'why'] and len(out) == 7
     hist = set(data.dataset.item_ids[rec.histories[3]])
     assert not set(out['item_id']) & hist
     assert out['score'].is_monotonic_decreasing
@@ -40,6 +40,30 @@ def test_because_items_drive_the_score(rec, data):
     rest = [i for i in hist if i not in set(top['because'])]
     full = rec.recommend(history=rest, k=len(rec.items), exclude_seen=False, explain=False).set_index('item_id')
     assert full.loc[top['item_id'], 'score'] < top['score']
+
+def test_reasons_are_material_and_never_empty(rec, data):
+    "`because` names only items whose removal lowers the score; `why` says it in words, or what drove the item instead."
+    titles = dict(zip(rec.items['item_id'], rec.items['title']))
+    for u in range(10):
+        out = rec.recommend(user_id=data.dataset.user_ids[u], k=10)
+        assert out['why'].str.len().gt(0).all()
+        for because, why in zip(out['because'], out['why']):
+            assert all(f"{titles[i]} [{i}]" in why for i in because)
+    hist = data.dataset.item_ids[rec.histories[5]][-20:].tolist()
+    for row in rec.recommend(history=hist, k=5).itertuples():
+        for i in row.because:
+            rest = [h for h in hist if h != i]
+            again = rec.recommend(history=rest, k=len(rec.items), exclude_seen=False, explain=False).set_index('item_id')
+            assert again.loc[row.item_id, 'score'] < row.score
+    assert (rec.recommend(text='ghost crypt', k=3)['why'] == 'close to the text you gave').all()
+
+
+def test_exclude_leaves_out_items_and_keeps_k(rec, data):
+    uid = data.dataset.user_ids[2]
+    top = rec.recommend(user_id=uid, k=6, explain=False)['item_id'].tolist()
+    assert rec.recommend(user_id=uid, k=4, exclude=top[:2], explain=False)['item_id'].tolist() == top[2:6]
+    with pytest.raises(DataError, match=r'unknown item id\(s\) \[424242\]'): rec.recommend(user_id=uid, exclude=[424242])
+
 
 def test_new_user_by_text_and_new_item(data):
     r = Recommender('sequential', item_repr='text', **SMALL).fit(data)

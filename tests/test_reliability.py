@@ -249,7 +249,10 @@ def test_kcore_that_empties_names_the_threshold(tmp_path, capsys):
 def test_split_arguments():
     ds = synthetic(n_users=10, n_items=20, interactions_per_user=5)
     with pytest.raises(DataError, match='ratios must be three'): split(ds, ratios=(0.8, 0.3, 0.1))
-    with pytest.raises(DataError, match='unknown protocol'): split(ds, 'temporal')
+    with pytest.raises(DataError, match='unknown protocol'): split(ds, 'tomorrow')
+    with pytest.raises(DataError, match='two increasing quantiles'): split(ds, 'temporal', time_cuts=(0.9, 0.5))
+    untimed = from_dataframes(ds.interactions[['user_id', 'item_id']])
+    with pytest.raises(DataError, match="needs a 'timestamp' column"): split(untimed, 'temporal')
 
 
 # ---------------------------------------------------------------------------------------------- properties

@@ -1,5 +1,5 @@
-"The transfer-study helpers: recording, intervals, subsampling, domains, warm starts, bias metrics, losses, attributions."
-import json
+"The records (recording, intervals) and the transfer-study helpers: subsampling, domains, warm starts, bias metrics, losses, attributions."
+import json, os, subprocess, sys
 import numpy as np, pandas as pd, pytest, torch
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 from transferrec.core import DataError
@@ -7,7 +7,7 @@ from transferrec.data import synthetic, split
 from transferrec.encoders import default_encoder_path
 from transferrec.baselines import Pop, Random
 from transferrec.sequential import SequentialRecommender
-from transferrec import study
+from transferrec import records, study
 
 TINY = dict(epochs=1, dim=16, max_len=8, progress=False)
 
@@ -21,23 +21,23 @@ def loo(ds):
 
 def test_record_roundtrip_is_atomic(tmp_path):
     df = pd.DataFrame({'model': ['a', 'b'], 'ndcg@10': [0.1, 0.25]})
-    study.run_recorded('exp', lambda c: {'results': df, 'other': df.head(1)}, {'seeds': [0, 1], 'epochs': 2}, tmp_path)
+    records.run_recorded('exp', lambda c: {'results': df, 'other': df.head(1)}, {'seeds': [0, 1], 'epochs': 2}, tmp_path)
     raw = json.loads((tmp_path/'exp.json').read_text())
     assert raw['seeds'] == [0, 1] and raw['config']['epochs'] == 2 and raw['wall_seconds'] >= 0
     assert {'platform', 'cpu_count', 'torch'} <= set(raw['machine'])
-    back = study.load_record('exp', tmp_path)
+    back = records.load_record('exp', tmp_path)
     pd.testing.assert_frame_equal(back['tables']['results'], df)
     assert [p.name for p in tmp_path.iterdir()] == ['exp.json']
-    assert study.load_record('nope', tmp_path) is None and 'not recorded' in study.describe(None)
-    with pytest.raises(DataError, match='DataFrame'): study.save_record('x', 3, {}, 0, tmp_path)
+    assert records.load_record('nope', tmp_path) is None and 'not recorded' in records.describe(None)
+    with pytest.raises(DataError, match='DataFrame'): records.save_record('x', 3, {}, 0, tmp_path)
 
 def test_intervals():
-    m, lo, hi = study.seed_ci([1.0, 2.0, 3.0])
+    m, lo, hi = records.seed_ci([1.0, 2.0, 3.0])
     assert m == 2.0 and lo < 1.0 and hi > 3.0 and np.isclose(hi - m, 4.302653 * 1 / np.sqrt(3))
-    assert np.isnan(study.seed_ci([0.5])[1]) and np.isnan(study.seed_ci([])[0])
-    m, lo, hi = study.bootstrap_ci(np.r_[np.zeros(200), np.ones(200), np.nan])
+    assert np.isnan(records.seed_ci([0.5])[1]) and np.isnan(records.seed_ci([])[0])
+    m, lo, hi = records.bootstrap_ci(np.r_[np.zeros(200), np.ones(200), np.nan])
     assert m == 0.5 and 0.4 < lo < 0.5 < hi < 0.6
-    s = study.summarize(pd.DataFrame({'g': ['x', 'x', 'y'], 'seed': [0, 1, 0], 'recall@10': [0.1, 0.3, 0.2],
+    s = records.summarize(pd.DataFrame({'g': ['x', 'x', 'y'], 'seed': [0, 1, 0], 'recall@10': [0.1, 0.3, 0.2],
                                       'ndcg@10': [0.1, 0.1, 0.2]}), ['g'])
     assert list(s['n_seeds']) == [2, 1] and np.isclose(s['recall@10'].iloc[0], 0.2) and np.isnan(s['ndcg@10_lo'].iloc[1])
 
@@ -145,3 +145,12 @@ def test_explanation_check_small(ds, loo):
     assert len(chk) > 0 and (chk['n_named'] >= 1).all() and np.isfinite(chk[['drop_named', 'drop_random']]).all().all()
     s = study.explanation_summary(chk)
     assert 0 <= s['share_score_drops'].iloc[0] <= 1 and s['recommendations'].iloc[0] == len(chk)
+
+def test_configurations_do_not_read_the_environment_at_import(monkeypatch):
+    "The study's constants are the same whatever the environment says; the encoder list is read when choose_model runs."
+    code = "from transferrec import study; print(repr({k: v for k, v in vars(study).items() if k.isupper()}))"
+    seen = [subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True,
+                           env={**os.environ, **extra}).stdout for extra in ({}, {'TRANSFERREC_STUDY_MODELS': '/x/big-model'})]
+    assert seen[0] == seen[1] and study.CHOOSE_FULL['encoders'] is None
+    monkeypatch.setenv('TRANSFERREC_STUDY_MODELS', '/x/big-model')
+    assert study.encoder_specs()[-1]['path'] == '/x/big-model'

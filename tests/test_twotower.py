@@ -129,4 +129,24 @@ def test_cross_encoder_errors(syn):
     with pytest.raises(DataError, match='not fitted'): CrossEncoderReranker('pop').score(np.arange(2))
     with pytest.raises(DataError, match='num_labels'): CrossEncoderReranker('pop', num_labels=3)
     with pytest.raises(DataError, match='negatives'): CrossEncoderReranker('pop', negatives='hard')
-    with pytest.raises(DataError, match='unknown model'): CrossEncoderReranker('nope')
+    with pytest.raises(DataError, match='unknown baseline'): CrossEncoderReranker('nope')
+
+
+def test_keep_best_stops_restores_and_resumes():
+    "KeepBest: the best weights come back, patience stops training, and its checkpoint state continues the count."
+    from transformers import TrainerControl, TrainerState
+    from transferrec.twotower import KeepBest
+    layer, state, control = torch.nn.Linear(2, 1), TrainerState(), TrainerControl()
+    keep = KeepBest(layer, patience=2)
+    for step, value in [(1, 0.2), (2, 0.3), (3, 0.1)]:
+        with torch.no_grad(): layer.bias.fill_(step)
+        state.global_step = step
+        keep.on_evaluate(None, state, control, metrics={'eval_ndcg@10': value})
+    assert (keep.best, keep.best_step, keep.bad, control.should_training_stop) == (0.3, 2, 1, False)
+    again = KeepBest(layer, patience=2)
+    again.load_checkpoint_state(keep.checkpoint_state())
+    state.global_step = 4
+    again.on_evaluate(None, state, control, metrics={'eval_ndcg@10': 0.25})
+    assert control.should_training_stop and again.bad == 2
+    again.restore()
+    assert float(layer.bias.detach()) == 2.0

@@ -8,8 +8,9 @@ import inspect
 import numpy as np, pandas as pd, scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from fastcore.basics import patch
 from tqdm.auto import tqdm
-from .core import DataError, set_seed, torch_threads
+from .core import DataError, EarlyStopping, set_seed, torch_threads
 from .metrics import evaluate, rank_metrics, topk
 
 # %% auto #0
@@ -19,7 +20,7 @@ __all__ = ['BASELINES', 'Baseline', 'Random', 'Pop', 'ItemKNN', 'EASE', 'BPR', '
 class Baseline:
     "Shared plumbing: the training matrix and the fitted check."
     n_items = None
-    def _fit_matrix(self, split):
+    def fit_matrix(self, split):
         self.n_users, self.n_items = split.n_users, split.n_items
         self.X = sp.csr_matrix(split.matrix("train"), dtype=np.float32)
         return self.X
@@ -31,11 +32,12 @@ class Baseline:
                          if p != "self" and hasattr(self, p))
         return f"{type(self).__name__}({args})"
 
+# %% ../nbs/04_baselines.ipynb #4e5b1a86
 class Random(Baseline):
     "Seeded uniform random scores, fixed per (user, item): the chance floor."
     def __init__(self, seed: int=0): # random seed
         self.seed = seed
-    def fit(self, split): self._fit_matrix(split); return self
+    def fit(self, split): self.fit_matrix(split); return self
     def score(self, user_indices, on='test'):
         u = self._check(user_indices).astype(np.uint64)[:, None]
         x = u * np.uint64(self.n_items) + np.arange(self.n_items, dtype=np.uint64)[None]
@@ -44,16 +46,18 @@ class Random(Baseline):
         x ^= x >> np.uint64(27); x *= np.uint64(0x94D049BB133111EB); x ^= x >> np.uint64(31)
         return (x >> np.uint64(40)).astype(np.float32) / np.float32(2 ** 24)
 
+# %% ../nbs/04_baselines.ipynb #1b9e4c73
 class Pop(Baseline):
     "Training popularity: every user gets the most interacted-with items."
     def fit(self, split):
-        X = self._fit_matrix(split)
+        X = self.fit_matrix(split)
         self.counts = np.asarray(X.sum(0), dtype=np.float32).ravel()
         return self
     def score(self, user_indices, on='test'):
         u = self._check(user_indices)
         return np.repeat(self.counts[None], len(u), axis=0)
 
+# %% ../nbs/04_baselines.ipynb #6f4d1e27
 class ItemKNN(Baseline):
     "Item-item cosine similarity with shrinkage, keeping each item's `k` nearest neighbours."
     def __init__(self, k: int=100, # neighbours kept per item
@@ -62,7 +66,7 @@ class ItemKNN(Baseline):
                 ):
         self.k, self.shrink, self.block = k, shrink, block
     def fit(self, split):
-        X = self._fit_matrix(split)
+        X = self.fit_matrix(split)
         n = self.n_items
         norms = np.sqrt(np.asarray(X.multiply(X).sum(0)).ravel())
         XT, Xc = X.T.tocsr(), X.tocsc()
@@ -85,6 +89,7 @@ class ItemKNN(Baseline):
         u = self._check(user_indices)
         return np.asarray((self.X[u] @ self.W).todense(), dtype=np.float32)
 
+# %% ../nbs/04_baselines.ipynb #3f8a2c69
 class EASE(Baseline):
     "EASE: closed-form item-item regression with zero diagonal, L2 strength tuned on validation NDCG@10."
     def __init__(self, lambda_: float|None=None, # L2 strength; None tunes it over `grid` on the validation part
@@ -98,9 +103,9 @@ class EASE(Baseline):
         np.fill_diagonal(B, 0.0)
         return B.astype(np.float32)
     def fit(self, split):
-        X = self._fit_matrix(split)
-        return self._fit_gram(split, np.asarray((X.T @ X).todense(), dtype=np.float64))
-    def _fit_gram(self, split, G):
+        X = self.fit_matrix(split)
+        return self.fit_gram(split, np.asarray((X.T @ X).todense(), dtype=np.float64))
+    def fit_gram(self, split, G):
         "Solve for B from the Gram matrix `G`, tuning lambda on the validation part when it is not given."
         self.valid_ndcg_ = {}
         lam = self.lambda_
@@ -128,7 +133,7 @@ class BPR(Baseline):
                  lr: float=1e-3, # Adam learning rate
                  batch_size: int=2048, # positive pairs per step
                  epochs: int=300, # maximum epochs
-                 patience: int=10, # epochs without validation improvement before stopping
+                 patience: int|None=10, # epochs without validation improvement before stopping; None or 0: never stop
                  weight_decay: float=0.0, # Adam L2 penalty
                  seed: int=0, # seeds initialisation, shuffling and negative sampling
                  device: str|None=None, # "cpu", "cuda", ...; None picks cuda when available
@@ -139,71 +144,78 @@ class BPR(Baseline):
         self.weight_decay, self.seed, self.device, self.progress = weight_decay, seed, device, progress
         self.num_threads = num_threads
 
-    def _sample_negatives(self, rng, users, pos_keys):
-        neg = rng.integers(0, self.n_items, len(users))
-        todo = np.arange(len(users))
-        for _ in range(100):                                            # resample collisions with positives
-            keys = users[todo] * self.n_items + neg[todo]
-            todo = todo[pos_keys[np.minimum(np.searchsorted(pos_keys, keys), len(pos_keys) - 1)] == keys]
-            if len(todo) == 0: break
-            neg[todo] = rng.integers(0, self.n_items, len(todo))
-        return neg
-
-    def fit(self, split):
-        threads = torch.get_num_threads()
-        if self.num_threads: torch.set_num_threads(self.num_threads)
-        try: return self._fit(split)
-        finally: torch.set_num_threads(threads)
-
-    def _fit(self, split):
-        X = self._fit_matrix(split).tocoo()
-        dev = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        gen = torch.Generator().manual_seed(self.seed)
-        rng = np.random.default_rng(self.seed)
-        U = torch.empty(self.n_users, self.dim); I = torch.empty(self.n_items, self.dim)
-        torch.nn.init.xavier_normal_(U, generator=gen); torch.nn.init.xavier_normal_(I, generator=gen)
-        self.user_emb = torch.nn.Parameter(U.to(dev)); self.item_emb = torch.nn.Parameter(I.to(dev))
-        opt = torch.optim.Adam([self.user_emb, self.item_emb], lr=self.lr, weight_decay=self.weight_decay)
-        users, items = X.row.astype(np.int64), X.col.astype(np.int64)
-        if len(users) == 0: raise DataError("the training part has no interactions; BPR needs some")
-        pos_keys = np.unique(users * self.n_items + items)
-        use_valid = len(split.valid) > 0
-        best, best_state, bad_epochs = -np.inf, None, 0
-        self.history_ = []
-        bar = tqdm(range(self.epochs), desc="BPR", disable=not self.progress, leave=False)
-        for epoch in bar:
-            perm = rng.permutation(len(users))
-            u_all, i_all = users[perm], items[perm]
-            j_all = self._sample_negatives(rng, u_all, pos_keys)
-            tot = 0.0
-            for s in range(0, len(perm), self.batch_size):
-                u = torch.as_tensor(u_all[s:s + self.batch_size], device=dev)
-                i = torch.as_tensor(i_all[s:s + self.batch_size], device=dev)
-                j = torch.as_tensor(j_all[s:s + self.batch_size], device=dev)
-                eu = F.embedding(u, self.user_emb)        # F.embedding: a far faster backward than indexing
-                diff = (eu * F.embedding(i, self.item_emb)).sum(1) - (eu * F.embedding(j, self.item_emb)).sum(1)
-                loss = -F.logsigmoid(diff).mean()
-                opt.zero_grad(); loss.backward(); opt.step()
-                tot += loss.item() * len(u)
-            rec = {"epoch": epoch + 1, "loss": tot / len(perm)}
-            if use_valid:
-                rec["valid_ndcg@10"] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"], candidates=split.cold_items)["ndcg@10"]
-                if v > best:
-                    best, bad_epochs = v, 0
-                    best_state = (self.user_emb.detach().clone(), self.item_emb.detach().clone(), epoch + 1)
-                else: bad_epochs += 1
-            self.history_.append(rec)
-            bar.set_postfix({kk: round(vv, 4) for kk, vv in rec.items() if kk != "epoch"})
-            if use_valid and bad_epochs >= self.patience: break
-        if best_state is not None:
-            with torch.no_grad(): self.user_emb.copy_(best_state[0]); self.item_emb.copy_(best_state[1])
-            self.best_epoch_ = best_state[2]
-        else: self.best_epoch_ = len(self.history_)
-        return self
-
     def score(self, user_indices, on='test'):
         u = torch.as_tensor(self._check(user_indices), device=self.user_emb.device)
         with torch.no_grad(): return (self.user_emb[u] @ self.item_emb.T).float().cpu().numpy()
+
+# %% ../nbs/04_baselines.ipynb #7a0d4c58
+@patch
+def _sample_negatives(self: BPR, rng, users, pos_keys):
+    "A uniformly drawn item per entry of `users` that is not one of that user's training positives."
+    neg = rng.integers(0, self.n_items, len(users))
+    todo = np.arange(len(users))
+    for _ in range(100):                                            # resample collisions with positives
+        keys = users[todo] * self.n_items + neg[todo]
+        todo = todo[pos_keys[np.minimum(np.searchsorted(pos_keys, keys), len(pos_keys) - 1)] == keys]
+        if len(todo) == 0: break
+        neg[todo] = rng.integers(0, self.n_items, len(todo))
+    return neg
+
+# %% ../nbs/04_baselines.ipynb #8c5a3f02
+@patch
+def _train_epoch(self: BPR, opt, rng, users, items, pos_keys, dev) -> float:
+    "One pass over the training pairs in shuffled mini-batches, each positive with a fresh negative; the mean loss."
+    perm = rng.permutation(len(users))
+    u_all, i_all = users[perm], items[perm]
+    j_all = self._sample_negatives(rng, u_all, pos_keys)
+    tot = 0.0
+    for s in range(0, len(perm), self.batch_size):
+        u = torch.as_tensor(u_all[s:s + self.batch_size], device=dev)
+        i = torch.as_tensor(i_all[s:s + self.batch_size], device=dev)
+        j = torch.as_tensor(j_all[s:s + self.batch_size], device=dev)
+        eu = F.embedding(u, self.user_emb)        # F.embedding: a far faster backward than indexing
+        diff = (eu * F.embedding(i, self.item_emb)).sum(1) - (eu * F.embedding(j, self.item_emb)).sum(1)
+        loss = -F.logsigmoid(diff).mean()
+        opt.zero_grad(); loss.backward(); opt.step()
+        tot += loss.item() * len(u)
+    return tot / len(perm)
+
+# %% ../nbs/04_baselines.ipynb #e3b1c8a6
+@patch
+def fit(self: BPR, split):
+    "Train on `split`'s training pairs, early-stopped on validation NDCG@10; the embeddings of the best epoch are kept."
+    with torch_threads(self.num_threads): return self._fit(split)
+
+@patch
+def _fit(self: BPR, split):
+    X = self.fit_matrix(split).tocoo()
+    dev = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    gen = torch.Generator().manual_seed(self.seed)
+    rng = np.random.default_rng(self.seed)
+    U = torch.empty(self.n_users, self.dim); I = torch.empty(self.n_items, self.dim)
+    torch.nn.init.xavier_normal_(U, generator=gen); torch.nn.init.xavier_normal_(I, generator=gen)
+    self.user_emb = torch.nn.Parameter(U.to(dev)); self.item_emb = torch.nn.Parameter(I.to(dev))
+    opt = torch.optim.Adam([self.user_emb, self.item_emb], lr=self.lr, weight_decay=self.weight_decay)
+    users, items = X.row.astype(np.int64), X.col.astype(np.int64)
+    if len(users) == 0: raise DataError("the training part has no interactions; BPR needs some")
+    pos_keys = np.unique(users * self.n_items + items)
+    use_valid = len(split.valid) > 0
+    stop = EarlyStopping(self.patience)
+    self.history_ = []
+    bar = tqdm(range(self.epochs), desc="BPR", disable=not self.progress, leave=False)
+    for epoch in bar:
+        rec = {"epoch": epoch + 1, "loss": self._train_epoch(opt, rng, users, items, pos_keys, dev)}
+        if use_valid:
+            rec["valid_ndcg@10"] = v = evaluate(self, split, k=10, on="valid", metrics=["ndcg"], candidates=split.cold_items)["ndcg@10"]
+            stop.update(v, state=lambda: (self.user_emb.detach().clone(), self.item_emb.detach().clone()), at=epoch + 1)
+        self.history_.append(rec)
+        bar.set_postfix({kk: round(vv, 4) for kk, vv in rec.items() if kk != "epoch"})
+        if use_valid and stop.should_stop: break
+    if stop.best_state is not None:
+        with torch.no_grad(): self.user_emb.copy_(stop.best_state[0]); self.item_emb.copy_(stop.best_state[1])
+        self.best_epoch_ = stop.best_at
+    else: self.best_epoch_ = len(self.history_)
+    return self
 
 # %% ../nbs/04_baselines.ipynb #1f459039
 BASELINES = {"random": Random, "pop": Pop, "itemknn": ItemKNN, "ease": EASE, "bpr": BPR}

@@ -48,6 +48,7 @@ def get_model(name: str, # a key of `MODELS` (baselines, and transfer models suc
 BENCH_METRICS = ("ndcg", "recall", "mrr", "hit", "precision")
 
 def _model_list(models, seed, progress=True):
+    "`(name, model)` pairs from names, a comma-separated string, instances, classes or a {name: model} dict."
     if isinstance(models, str): models = [m.strip() for m in models.split(",") if m.strip()]
     items = list(models.items()) if isinstance(models, dict) else \
             [(m, m) if isinstance(m, str) else (getattr(m, "__name__", type(m).__name__).lower(), m) for m in models]
@@ -59,6 +60,7 @@ def _model_list(models, seed, progress=True):
     if not out: raise DataError(f"models is empty; pass names such as {', '.join(BASELINES)}")
     return out
 
+# %% ../nbs/09_benchmark.ipynb #e1c7a3f5
 def protocol_metrics(model, # a fitted model with score(user_indices, on)
                      spl, # the split it was fitted on
                      k: int=10, # cut-off
@@ -71,6 +73,7 @@ def protocol_metrics(model, # a fitted model with score(user_indices, on)
         row.update({f"{m}_cold": float(v) for m, v in r.items() if "@" in m})
     return row
 
+# %% ../nbs/09_benchmark.ipynb #2f9a6c3b
 def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ...), or a ready `Split`
               protocol: str="random", # "random", "loo" or "cold" (ignored when `dataset` is a Split)
               models=("pop", "itemknn", "ease", "bpr"), # names, "pop,ease", model instances, or {name: model}
@@ -97,6 +100,7 @@ def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ..
     df.attrs.update(dataset=getattr(spl.dataset, "name", None), protocol=protocol, k=k, seed=seed, on=on)
     return df
 
+# %% ../nbs/09_benchmark.ipynb #4c9d1e7a
 def benchmark_json(df: pd.DataFrame, # a `benchmark` table
                    dataset_name: str, # e.g. "ml-100k"
                    protocol: str, # e.g. "random"
@@ -106,6 +110,7 @@ def benchmark_json(df: pd.DataFrame, # a `benchmark` table
     return {"dataset": dataset_name, "protocol": protocol, "k": int(k),
             "results": {str(m): {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}}
 
+# %% ../nbs/09_benchmark.ipynb #3e7d0b95
 def plot_benchmark(df: pd.DataFrame, # a `benchmark` table
                    metric: str="ndcg@10", # column to plot
                    ax=None, # matplotlib Axes to draw on; None makes a new figure

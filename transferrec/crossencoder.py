@@ -4,18 +4,18 @@
 
 # %% ../nbs/06b_cross_encoder.ipynb #8871e3f2
 from __future__ import annotations
-import contextlib, inspect, time
+import inspect
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, Trainer, set_seed
-from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 from fastcore.basics import patch
 from .core import DataError, torch_threads, require_files
-from .data import Split, item_text, sample_negatives, split_fingerprint
+from .data import Split, item_text, sample_negatives
 from .baselines import get_baseline
 from .encoders import default_encoder_path
-from .twotower import item_titles, history_text, next_item_pairs, KeepBest, ValidatingTrainer, training_args, scratch_dir, freeze_layers, last_checkpoint
+from .twotower import (item_titles, history_text, next_item_pairs, freeze_layers, require_positive,
+                                  ValidatingTrainer, TrainerStrategy)
 
 # %% auto #0
 __all__ = ['CROSS_ENCODER_TUTORIAL', 'CROSS_ENCODER_GPU', 'PairTextDataset', 'PairTextCollator', 'cross_encoder_model',
@@ -99,7 +99,13 @@ def _takes_on(method) -> bool:
     try: return 'on' in inspect.signature(method).parameters
     except (TypeError, ValueError): return False
 
-class CrossEncoderReranker:
+class _IgnoreOn:
+    "A view of a model whose score(users) takes no `on` argument."
+    def __init__(self, model): self.model = model
+    def score(self, users, on=None): return self.model.score(users)
+
+# %% ../nbs/06b_cross_encoder.ipynb #6b2d8f14
+class CrossEncoderReranker(TrainerStrategy):
     "A sequence-pair classifier over 'user history [SEP] item text' that re-ranks a retriever's top N."
     def __init__(self,
                  retriever='ease', # a model with score(users) (e.g. EASE(), a fitted TwoTowerRecommender) or a baseline name
@@ -132,10 +138,8 @@ class CrossEncoderReranker:
                  num_threads: int|None=None, # torch CPU threads while training and scoring; None: torch's default
                  progress: bool=True, # show progress bars
                 ):
-        for name, v in (('top_n', top_n), ('neg_ratio', neg_ratio), ('history_items', history_items),
-                        ('max_length', max_length), ('batch_size', batch_size), ('eval_steps', eval_steps)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise DataError(f"{name} must be a positive integer, got {v!r}")
+        require_positive(top_n=top_n, neg_ratio=neg_ratio, history_items=history_items, max_length=max_length,
+                         batch_size=batch_size, eval_steps=eval_steps)
         if num_labels not in (1, 2): raise DataError(f"num_labels must be 1 (BCE) or 2 (softmax), got {num_labels!r}")
         if negatives not in ('uniform', 'popularity'):
             raise DataError(f"negatives must be 'uniform' or 'popularity', got {negatives!r}")
@@ -151,212 +155,190 @@ class CrossEncoderReranker:
         self.output_dir, self.num_threads, self.progress, self.history = output_dir, num_threads, progress, []
         self.model, self.split = None, None
 
-    # -- pairs ---------------------------------------------------------------------------------------------------
-    def _query(self, history) -> str: return history_text(self._titles, history, self.config['history_items'])
-
-    def training_pairs(self, split: Split # the split whose training histories give the pairs
-                      ) -> PairTextDataset:
-        "Positives (history before t, item at t) and `neg_ratio` sampled negatives per positive."
-        c = self.config
-        seqs = split.sequences('train')
-        users, pos = next_item_pairs(seqs, c['max_pairs'], c['seed'])
-        items = np.array([seqs[u][t] for u, t in zip(users, pos)], dtype=np.int64)
-        neg = sample_negatives(split.matrix('train'), users, c['neg_ratio'], c['negatives'], c['seed'])
-        queries = [self._query(seqs[u][:t]) for u, t in zip(users, pos)]
-        q = np.arange(len(users))
-        return PairTextDataset(queries, self._item_texts, np.concatenate([q, np.repeat(q, c['neg_ratio'])]),
-                               np.concatenate([items, neg.ravel()]),
-                               np.concatenate([np.ones(len(q), np.int64), np.zeros(neg.size, np.int64)]))
-
-    def labelled_pairs(self, split: Split, # the split
-                       on: str='valid', # "valid" or "test": the held-out items are the positives
-                       neg_ratio: int=4, # sampled negatives per positive
-                       users=None, # user indices to use; None: every user with a held-out item
-                       seed: int=1, # sampling seed
-                      ) -> PairTextDataset:
-        "Held-out pairs for classification metrics: each held-out item (label 1) and sampled unseen items (label 0)."
-        if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
-        df = getattr(split, on)
-        if users is not None: df = df[df['user_idx'].isin(np.asarray(users))]
-        u, items = df['user_idx'].to_numpy(), df['item_idx'].to_numpy()
-        known = (split.seen(on) + split.matrix(on)).tocsr()
-        neg = sample_negatives(known, u, neg_ratio, 'uniform', seed)
-        hist = self.split.histories(on)
-        queries = [self._query(hist[x]) for x in u]
-        q = np.arange(len(u))
-        return PairTextDataset(queries, self._item_texts, np.concatenate([q, np.repeat(q, neg_ratio)]),
-                               np.concatenate([items, neg.ravel()]),
-                               np.concatenate([np.ones(len(q), np.int64), np.zeros(neg.size, np.int64)]))
-
-    # -- training ------------------------------------------------------------------------------------------------
-    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
-            checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
-           ) -> 'CrossEncoderReranker':
-        "Fit the retriever, then train the cross-encoder with the HF Trainer, early stopping on re-ranked valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split, checkpoint)
-
-    def _fit(self, split, checkpoint=None):
-        c = self.config
-        if len(split.valid) == 0: raise DataError("the split has no validation interactions; early stopping needs them")
-        if c['fit_retriever']: self.retriever.fit(split)
-        self.split, self.history, self._cache = split, [], {}
-        self._titles, self._item_texts = item_titles(split.dataset.items), item_text(split.dataset.items, c['template'])
-        self.model, self.tokenizer = cross_encoder_model(c['model'], c['num_labels'], c['pretrained'], c['seed'])
-        freeze_layers(self.model, c['trainable_layers'])
-        self.collator = PairTextCollator(self.tokenizer, c['max_length'], c['num_labels'])
-        train = self.training_pairs(split)
-        self.n_pairs_ = len(train)
-        valid_users = np.flatnonzero(np.asarray(split.matrix('valid').sum(1)).ravel() > 0)
-        if c['eval_users'] and c['eval_users'] < len(valid_users):
-            valid_users = np.sort(np.random.default_rng(c['seed']).choice(valid_users, c['eval_users'], replace=False))
-        self._valid_users = valid_users
-        from transferrec.metrics import evaluate
-        retr = self.retriever if _takes_on(self.retriever.score) else _IgnoreOn(self.retriever)
-        self.retriever_valid_ndcg_ = evaluate(retr, split, k=10, on='valid', metrics=['ndcg'], users=valid_users)['ndcg@10']
-        keep = KeepBest(self.model, 'eval_ndcg@10', c['patience'])
-        with scratch_dir(checkpoint or self.output_dir) as out:
-            args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
-                                 c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
-                                 c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
-            trainer = CrossEncoderTrainer(model=self.model, args=args, train_dataset=train, eval_dataset=valid_users,
-                                          data_collator=self.collator, callbacks=[keep], validate=self._validate,
-                                          fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}")
-            if not self.progress: trainer.remove_callback(PrinterCallback)
-            resume = last_checkpoint(out) if checkpoint else None
-            if resume: trainer.resume_from(resume)
-            t0 = trainer.start_time = time.perf_counter()
-            trainer.train(resume_from_checkpoint=resume)
-            total = time.perf_counter() - t0
-            keep.restore()
-            self.history = trainer.curve
-            steps = int(trainer.state.global_step)
-            train_s = max(total - trainer.eval_seconds, 1e-9)
-            self.train_stats_ = {'steps': steps, 'pairs': self.n_pairs_, 'best_step': int(keep.best_step or 0),
-                                 'best_valid_ndcg@10': float(keep.best),
-                                 'retriever_valid_ndcg@10': float(self.retriever_valid_ndcg_),
-                                 'train_seconds': train_s, 'eval_seconds': trainer.eval_seconds,
-                                 'samples_per_second': steps * args.train_batch_size * args.gradient_accumulation_steps
-                                                        * max(1, args.world_size) / train_s}
-            del trainer
-        self.model.eval()
-        return self
-
-    def _validate(self) -> float:
-        from transferrec.metrics import evaluate
-        with self._scoring('valid'):
-            return evaluate(self, self.split, k=10, on='valid', metrics=['ndcg'], users=self._valid_users)['ndcg@10']
-
-    @contextlib.contextmanager
-    def _scoring(self, on):
-        old = getattr(self, '_on', None); self._on = on
-        try: yield
-        finally: self._on = old
-
-    # -- scoring -------------------------------------------------------------------------------------------------
-    @torch.inference_mode()
-    def pair_logits(self, queries: list[str], # query text of each pair
-                    items: list[str], # item text of each pair
-                   ) -> np.ndarray:
-        "The cross-encoder's score of each pair: the logit (num_labels=1) or the log-odds z1 - z0 (num_labels=2)."
-        if self.model is None: raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
-        out = np.empty(len(queries), dtype=np.float64)
-        if not len(queries): return out
-        order = np.argsort([-(len(a) + len(b)) for a, b in zip(queries, items)], kind='stable')   # similar lengths together
-        bs, device, was = self.config['eval_batch_size'], next(self.model.parameters()).device, self.model.training
-        self.model.eval()
-        try:
-            for s in range(0, len(order), bs):
-                rows = order[s:s + bs]
-                batch = self.collator([{'text': queries[i], 'text_pair': items[i]} for i in rows])
-                logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
-                z = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
-                out[rows] = z.cpu().numpy()
-        finally: self.model.train(was)
-        return out
-
-    def _rerank(self, base: np.ndarray, exclude, queries: list[str]) -> np.ndarray:
-        "Re-rank the top_n non-excluded items of each row of `base`; the other items keep their order below."
-        from transferrec.metrics import topk
-        base = np.asarray(base, dtype=np.float64)
-        if not np.isfinite(base).all(): raise DataError("the retriever returned non-finite scores; fix the retriever")
-        masked = base.copy()
-        if exclude is not None: masked[exclude] = -np.inf
-        top = topk(masked, self.config['top_n'])
-        ok = np.isfinite(np.take_along_axis(masked, top, 1))
-        rows, cols = np.nonzero(ok)
-        cand = top[rows, cols]
-        z = self.pair_logits([queries[r] for r in rows], [self._item_texts[i] for i in cand])
-        out = base.copy()
-        for r in range(len(base)):
-            sel = rows == r
-            if not sel.any(): continue
-            zr = z[sel]
-            out[r, cand[sel]] = zr + (base[r].max() - zr.min() + 1.0)
-        return out
-
-    def _retriever_scores(self, users: np.ndarray, on: str) -> np.ndarray:
-        key = (on, users.tobytes())
-        if key not in self._cache:
-            r = self.retriever
-            s = r.score(users, on=on) if _takes_on(r.score) else r.score(users)
-            if isinstance(s, torch.Tensor): s = s.detach().float().cpu().numpy()
-            if len(self._cache) > 16: self._cache.clear()
-            self._cache[key] = np.asarray(s)
-        return self._cache[key]
-
-    def score(self, user_indices: np.ndarray, # users to score
-              on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
-             ) -> np.ndarray:
-        "Scores of every item: the retriever's top_n re-ranked by the cross-encoder, placed above all other items."
-        if self.model is None: raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
-        on = on or getattr(self, '_on', None) or 'test'
-        if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
-        users = np.asarray(user_indices, dtype=np.int64)
-        hist = self.split.histories(on)
-        with torch_threads(self.num_threads):
-            base = self._retriever_scores(users, on)
-            seen = self.split.seen(on)[users].toarray().astype(bool)
-            return self._rerank(base, seen, [self._query(hist[u]) for u in users])
-
-    def score_histories(self, histories: list # item index sequences, oldest first
-                       ) -> np.ndarray:
-        "Scores of every item after each history (the retriever needs `score_histories`); history items are not candidates."
-        if not hasattr(self.retriever, 'score_histories'):
-            raise DataError(f"the retriever {type(self.retriever).__name__} cannot score new histories; use a retriever "
-                            "with score_histories, e.g. a TwoTowerRecommender")
-        with torch_threads(self.num_threads):
-            base = np.asarray(self.retriever.score_histories(histories))
-            seen = np.zeros(base.shape, dtype=bool)
-            for r, h in enumerate(histories): seen[r, np.asarray(h, dtype=np.int64)] = True
-            return self._rerank(base, seen, [self._query(h) for h in histories])
-
-    def score_text(self, text: str # a description of the user
-                  ) -> np.ndarray:
-        "Scores of every item for a user described only by text (the retriever needs `score_text`): [n_items]."
-        if not hasattr(self.retriever, 'score_text'):
-            raise DataError(f"the retriever {type(self.retriever).__name__} cannot score a text; use a retriever with "
-                            "score_text, e.g. a TwoTowerRecommender")
-        if not isinstance(text, str): raise DataError(f"text must be a string, got {type(text).__name__}")
-        with torch_threads(self.num_threads):
-            base = np.asarray(self.retriever.score_text(text))[None]
-            return self._rerank(base, None, [text])[0]
-
     def __repr__(self):
         c = self.config
         return (f"CrossEncoderReranker(retriever={c['retriever']}, model={c['model'] or 'all-MiniLM-L6-v2'}, "
                 f"top_n={c['top_n']}, num_labels={c['num_labels']}, {'fitted' if self.model is not None else 'not fitted'})")
 
-class _IgnoreOn:
-    "A view of a model whose score(users) takes no `on` argument."
-    def __init__(self, model): self.model = model
-    def score(self, users, on=None): return self.model.score(users)
+# %% ../nbs/06b_cross_encoder.ipynb #9e5a1c47
+@patch
+def read_items(self: CrossEncoderReranker, items: pd.DataFrame): # the item table
+    "Keep the titles (for queries) and texts (for candidates) of a catalogue; forget cached retriever scores."
+    self._titles, self._item_texts, self._cache = item_titles(items), item_text(items, self.config['template']), {}
 
+@patch
+def _query(self: CrossEncoderReranker, history) -> str: return history_text(self._titles, history, self.config['history_items'])
+
+@patch
+def _labelled(self: CrossEncoderReranker, queries: list[str], positives, negatives: np.ndarray, neg_ratio: int):
+    "Each query once with its positive item (label 1), then with each of its `neg_ratio` negatives (label 0)."
+    q = np.arange(len(queries))
+    return PairTextDataset(queries, self._item_texts, np.concatenate([q, np.repeat(q, neg_ratio)]),
+                           np.concatenate([positives, negatives.ravel()]),
+                           np.concatenate([np.ones(len(q), np.int64), np.zeros(negatives.size, np.int64)]))
+
+@patch
+def training_pairs(self: CrossEncoderReranker, split: Split # the split whose training histories give the pairs
+                  ) -> PairTextDataset:
+    "Positives (history before t, item at t) and `neg_ratio` sampled negatives per positive."
+    c = self.config
+    seqs = split.sequences('train')
+    users, pos = next_item_pairs(seqs, c['max_pairs'], c['seed'])
+    items = np.array([seqs[u][t] for u, t in zip(users, pos)], dtype=np.int64)
+    neg = sample_negatives(split.matrix('train'), users, c['neg_ratio'], c['negatives'], c['seed'])
+    queries = [self._query(seqs[u][:t]) for u, t in zip(users, pos)]
+    return self._labelled(queries, items, neg, c['neg_ratio'])
+
+@patch
+def labelled_pairs(self: CrossEncoderReranker, split: Split, # the split
+                   on: str='valid', # "valid" or "test": the held-out items are the positives
+                   neg_ratio: int=4, # sampled negatives per positive
+                   users=None, # user indices to use; None: every user with a held-out item
+                   seed: int=1, # sampling seed
+                  ) -> PairTextDataset:
+    "Held-out pairs for classification metrics: each held-out item (label 1) and sampled unseen items (label 0)."
+    if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
+    df = getattr(split, on)
+    if users is not None: df = df[df['user_idx'].isin(np.asarray(users))]
+    u, items = df['user_idx'].to_numpy(), df['item_idx'].to_numpy()
+    known = (split.seen(on) + split.matrix(on)).tocsr()
+    neg = sample_negatives(known, u, neg_ratio, 'uniform', seed)
+    hist = self.split.histories(on)
+    queries = [self._query(hist[x]) for x in u]
+    return self._labelled(queries, items, neg, neg_ratio)
+
+# %% ../nbs/06b_cross_encoder.ipynb #2b8e4f70
+@patch
+def load_model(self: CrossEncoderReranker) -> CrossEncoderReranker:
+    "A fresh classifier (seeded head; random weights when pretrained=False), its lower layers frozen, and its collator."
+    c = self.config
+    self.model, self.tokenizer = cross_encoder_model(c['model'], c['num_labels'], c['pretrained'], c['seed'])
+    freeze_layers(self.model, c['trainable_layers'])
+    self.collator = PairTextCollator(self.tokenizer, c['max_length'], c['num_labels'])
+    return self
+
+@patch
+@torch.inference_mode()
+def pair_logits(self: CrossEncoderReranker, queries: list[str], # query text of each pair
+                items: list[str], # item text of each pair
+               ) -> np.ndarray:
+    "The cross-encoder's score of each pair: the logit (num_labels=1) or the log-odds z1 - z0 (num_labels=2)."
+    if self.model is None: raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
+    out = np.empty(len(queries), dtype=np.float64)
+    if not len(queries): return out
+    order = np.argsort([-(len(a) + len(b)) for a, b in zip(queries, items)], kind='stable')   # similar lengths together
+    bs, device, was = self.config['eval_batch_size'], next(self.model.parameters()).device, self.model.training
+    self.model.eval()
+    try:
+        for s in range(0, len(order), bs):
+            rows = order[s:s + bs]
+            batch = self.collator([{'text': queries[i], 'text_pair': items[i]} for i in rows])
+            logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits.float()
+            z = logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]
+            out[rows] = z.cpu().numpy()
+    finally: self.model.train(was)
+    return out
+
+# %% ../nbs/06b_cross_encoder.ipynb #5e1b7c03
+@patch
+def _rerank(self: CrossEncoderReranker, base: np.ndarray, exclude, queries: list[str]) -> np.ndarray:
+    "Re-rank the top_n non-excluded items of each row of `base`; the other items keep their order below."
+    from transferrec.metrics import topk
+    base = np.asarray(base, dtype=np.float64)
+    if not np.isfinite(base).all(): raise DataError("the retriever returned non-finite scores; fix the retriever")
+    masked = base.copy()
+    if exclude is not None: masked[exclude] = -np.inf
+    top = topk(masked, self.config['top_n'])
+    ok = np.isfinite(np.take_along_axis(masked, top, 1))
+    rows, cols = np.nonzero(ok)
+    cand = top[rows, cols]
+    z = self.pair_logits([queries[r] for r in rows], [self._item_texts[i] for i in cand])
+    out = base.copy()
+    for r in range(len(base)):
+        sel = rows == r
+        if not sel.any(): continue
+        zr = z[sel]
+        out[r, cand[sel]] = zr + (base[r].max() - zr.min() + 1.0)
+    return out
+
+# %% ../nbs/06b_cross_encoder.ipynb #9c5f1a47
+@patch
+def _retriever_scores(self: CrossEncoderReranker, users: np.ndarray, on: str) -> np.ndarray:
+    key = (on, users.tobytes())
+    if key not in self._cache:
+        r = self.retriever
+        s = r.score(users, on=on) if _takes_on(r.score) else r.score(users)
+        if isinstance(s, torch.Tensor): s = s.detach().float().cpu().numpy()
+        if len(self._cache) > 16: self._cache.clear()
+        self._cache[key] = np.asarray(s)
+    return self._cache[key]
+
+@patch
+def score(self: CrossEncoderReranker, user_indices: np.ndarray, # users to score
+          on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
+         ) -> np.ndarray:
+    "Scores of every item: the retriever's top_n re-ranked by the cross-encoder, placed above all other items."
+    if self.model is None: raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
+    on = self.scored_part(on)
+    users = np.asarray(user_indices, dtype=np.int64)
+    hist = self.split.histories(on)
+    with torch_threads(self.num_threads):
+        base = self._retriever_scores(users, on)
+        seen = self.split.seen(on)[users].toarray().astype(bool)
+        return self._rerank(base, seen, [self._query(hist[u]) for u in users])
+
+@patch
+def score_histories(self: CrossEncoderReranker, histories: list # item index sequences, oldest first
+                   ) -> np.ndarray:
+    "Scores of every item after each history (the retriever needs `score_histories`); history items are not candidates."
+    if not hasattr(self.retriever, 'score_histories'):
+        raise DataError(f"the retriever {type(self.retriever).__name__} cannot score new histories; use a retriever "
+                        "with score_histories, e.g. a TwoTowerRecommender")
+    with torch_threads(self.num_threads):
+        base = np.asarray(self.retriever.score_histories(histories))
+        seen = np.zeros(base.shape, dtype=bool)
+        for r, h in enumerate(histories): seen[r, np.asarray(h, dtype=np.int64)] = True
+        return self._rerank(base, seen, [self._query(h) for h in histories])
+
+@patch
+def score_text(self: CrossEncoderReranker, text: str # a description of the user
+              ) -> np.ndarray:
+    "Scores of every item for a user described only by text (the retriever needs `score_text`): [n_items]."
+    if not hasattr(self.retriever, 'score_text'):
+        raise DataError(f"the retriever {type(self.retriever).__name__} cannot score a text; use a retriever with "
+                        "score_text, e.g. a TwoTowerRecommender")
+    if not isinstance(text, str): raise DataError(f"text must be a string, got {type(text).__name__}")
+    with torch_threads(self.num_threads):
+        base = np.asarray(self.retriever.score_text(text))[None]
+        return self._rerank(base, None, [text])[0]
+
+# %% ../nbs/06b_cross_encoder.ipynb #2f8c4d70
 class CrossEncoderTrainer(ValidatingTrainer):
     "The Trainer of the cross-encoder: the model's own loss (BCE or softmax CE), recorded for the training curve."
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        self._track(out[0] if return_outputs else out)
+        self.track_loss(out[0] if return_outputs else out)
         return out
+
+@patch
+def train_on(self: CrossEncoderReranker, split: Split, # the split to train on (its valid part drives early stopping)
+             checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
+            ) -> CrossEncoderReranker:
+    "Fit the retriever, then train the cross-encoder with the HF Trainer, early stopping on re-ranked valid ndcg@10."
+    c = self.config
+    if c['fit_retriever']: self.retriever.fit(split)
+    self.split, self.history = split, []
+    self.read_items(split.dataset.items)
+    self.load_model()
+    train = self.training_pairs(split)
+    valid_users = self.sample_valid_users(split)
+    from transferrec.metrics import evaluate
+    retr = self.retriever if _takes_on(self.retriever.score) else _IgnoreOn(self.retriever)
+    self.retriever_valid_ndcg_ = evaluate(retr, split, k=10, on='valid', metrics=['ndcg'], users=valid_users)['ndcg@10']
+    self.train_with(CrossEncoderTrainer, self.model, train, self.collator, split, checkpoint,
+                    reference={'retriever_valid_ndcg@10': float(self.retriever_valid_ndcg_)})
+    self.model.eval()
+    return self
 
 # %% ../nbs/06b_cross_encoder.ipynb #350bc579
 @patch

@@ -12,11 +12,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
+from fastcore.basics import patch
 from .core import DataError, atomic_write
 
 # %% auto #0
-__all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'load_encoder', 'pool', 'shard_checksum', 'VectorCache',
-           'tokenizer_fingerprint', 'encoder_identity', 'encode_texts']
+__all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'load_encoder', 'pool', 'tokenizer_fingerprint',
+           'encoder_identity', 'shard_checksum', 'VectorCache', 'encode_texts']
 
 # %% ../nbs/05_encoders.ipynb #8265ec2b
 POOLINGS = ('mean', 'cls', 'last')
@@ -222,9 +223,38 @@ def pool(hidden: torch.Tensor, # token vectors [batch, tokens, dim]
     raise DataError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 # %% ../nbs/05_encoders.ipynb #a7ab2998
-def _text_hash(text: str) -> str: return hashlib.blake2b(text.encode('utf-8', 'surrogatepass'), digest_size=16).hexdigest()
+def _text_hash(text: str) -> str:
+    "The cache key of one text (lone surrogates hash as they are)."
+    return hashlib.blake2b(text.encode('utf-8', 'surrogatepass'), digest_size=16).hexdigest()
 
-def shard_checksum(keys: np.ndarray, vectors: np.ndarray) -> str:
+def tokenizer_fingerprint(tok) -> str: # a Hugging Face tokenizer
+    "A hash of what maps text to token ids (vocabulary, normaliser, added tokens), computed once per tokenizer."
+    memo = getattr(tok, '_transferrec_fingerprint', None)
+    if memo: return memo
+    backend = getattr(tok, 'backend_tokenizer', None)
+    if backend is not None:
+        spec = json.loads(backend.to_str())
+        for k in ('truncation', 'padding'): spec.pop(k, None)  # set per call, not part of the mapping
+    else: spec = sorted(tok.get_vocab().items())
+    fp = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()
+    with contextlib.suppress(Exception): object.__setattr__(tok, '_transferrec_fingerprint', fp)
+    return fp
+
+def encoder_identity(enc: Encoder, # the encoder
+                     max_length: int, # the truncation length the texts are encoded with
+                    ) -> dict:
+    "Everything a vector depends on besides its text: the key of a cache folder."
+    tok = enc.tokenizer
+    return dict(format=2, name=enc.name, model=type(enc.model).__name__, pooling=enc.pooling, pretrained=enc.pretrained,
+                quantized=enc.quantized, weights=enc.fingerprint, max_length=max_length, dim=enc.dim,
+                tokenizer=[type(tok).__name__, len(tok), tok.pad_token_id, bool(getattr(tok, 'do_lower_case', False)),
+                           tokenizer_fingerprint(tok)])
+
+# %% ../nbs/05_encoders.ipynb #6c0d8f52
+def shard_checksum(keys: np.ndarray, # the text hashes of a shard
+                   vectors: np.ndarray, # their vectors
+                  ) -> str:
+    "A hash of a shard's shapes, types and bytes, stored in the shard to detect corruption."
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{keys.shape}{keys.dtype}{vectors.shape}{vectors.dtype}".encode())
     h.update(np.ascontiguousarray(keys).tobytes()); h.update(np.ascontiguousarray(vectors).tobytes())
@@ -235,7 +265,10 @@ class VectorCache:
     max_shards = 8
     stale_tmp_seconds = 3600  # a temporary file this old was left by a writer that died
 
-    def __init__(self, root: Path, identity: dict, dim: int):
+    def __init__(self, root: Path, # the cache folder (see `cache_home`)
+                 identity: dict, # what the vectors depend on (`encoder_identity`)
+                 dim: int, # the width of the vectors
+                ):
         key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=12).hexdigest()
         self.folder, self.dim = Path(root)/'encoders'/key, dim
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -266,66 +299,42 @@ class VectorCache:
 
     def _shards(self): return sorted(self.folder.glob('shard-*.npz'))
 
-    def get(self, keys: list[str]) -> dict:
-        "The cached vectors of those `keys` that are present."
-        want, found = set(keys), {}
-        for path in self._shards():
-            got = self._read(path)
-            if got is None: continue
-            for k, v in zip(got[0].tolist(), got[1]):
-                if k in want: found[k] = v
-        return found
+# %% ../nbs/05_encoders.ipynb #2f8b6c15
+@patch
+def get(self: VectorCache, keys: list[str] # text hashes
+       ) -> dict:
+    "The cached vectors of those `keys` that are present."
+    want, found = set(keys), {}
+    for path in self._shards():
+        got = self._read(path)
+        if got is None: continue
+        for k, v in zip(got[0].tolist(), got[1]):
+            if k in want: found[k] = v
+    return found
 
-    def put(self, keys: list[str], vectors: np.ndarray):
-        "Store new vectors as one shard; merge the shards when there are too many."
-        self._write(np.asarray(keys, dtype='<U32'), np.ascontiguousarray(vectors, dtype=np.float32))
-        shards = self._shards()
-        if len(shards) > self.max_shards:
-            parts = [g for g in map(self._read, shards) if g is not None]
-            if not parts: return
-            keys, idx = np.unique(np.concatenate([p[0] for p in parts]), return_index=True)
-            self._write(keys, np.concatenate([p[1] for p in parts])[idx])
-            for p in shards:
-                with contextlib.suppress(OSError): p.unlink()
+@patch
+def put(self: VectorCache, keys: list[str], # text hashes
+        vectors: np.ndarray, # their vectors, [len(keys), dim]
+       ):
+    "Store new vectors as one shard; merge the shards when there are too many."
+    self._write(np.asarray(keys, dtype='<U32'), np.ascontiguousarray(vectors, dtype=np.float32))
+    shards = self._shards()
+    if len(shards) > self.max_shards:
+        parts = [g for g in map(self._read, shards) if g is not None]
+        if not parts: return
+        keys, idx = np.unique(np.concatenate([p[0] for p in parts]), return_index=True)
+        self._write(keys, np.concatenate([p[1] for p in parts])[idx])
+        for p in shards:
+            with contextlib.suppress(OSError): p.unlink()
 
-    def _write(self, keys, vectors):
-        check = np.array(shard_checksum(keys, vectors))
-        with atomic_write(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz") as f:
-            np.savez(f, keys=keys, vectors=vectors, checksum=check)
+@patch
+def _write(self: VectorCache, keys, vectors):
+    "One new shard file, written atomically with its checksum."
+    check = np.array(shard_checksum(keys, vectors))
+    with atomic_write(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz") as f:
+        np.savez(f, keys=keys, vectors=vectors, checksum=check)
 
 # %% ../nbs/05_encoders.ipynb #820bab8a
-_LOADED: dict = {}
-_SURROGATE = re.compile(r'[\ud800-\udfff]')
-
-def _as_encoder(model) -> Encoder:
-    "An Encoder as given, or loaded once per process from a name or path."
-    if isinstance(model, Encoder): return model
-    if model is not None and not isinstance(model, (str, os.PathLike)):
-        raise DataError(f"model must be an Encoder (from load_encoder), a model name or a folder path, got {type(model).__name__}")
-    key = _resolve(model)[0]
-    if key not in _LOADED: _LOADED[key] = load_encoder(model)
-    return _LOADED[key]
-
-def tokenizer_fingerprint(tok) -> str:
-    "A hash of what maps text to token ids (vocabulary, normaliser, added tokens), computed once per tokenizer."
-    memo = getattr(tok, '_transferrec_fingerprint', None)
-    if memo: return memo
-    backend = getattr(tok, 'backend_tokenizer', None)
-    if backend is not None:
-        spec = json.loads(backend.to_str())
-        for k in ('truncation', 'padding'): spec.pop(k, None)  # set per call, not part of the mapping
-    else: spec = sorted(tok.get_vocab().items())
-    fp = hashlib.blake2b(json.dumps(spec, sort_keys=True).encode('utf-8', 'surrogatepass'), digest_size=12).hexdigest()
-    with contextlib.suppress(Exception): object.__setattr__(tok, '_transferrec_fingerprint', fp)
-    return fp
-
-def encoder_identity(enc: Encoder, max_length: int) -> dict:
-    tok = enc.tokenizer
-    return dict(format=2, name=enc.name, model=type(enc.model).__name__, pooling=enc.pooling, pretrained=enc.pretrained,
-                quantized=enc.quantized, weights=enc.fingerprint, max_length=max_length, dim=enc.dim,
-                tokenizer=[type(tok).__name__, len(tok), tok.pad_token_id, bool(getattr(tok, 'do_lower_case', False)),
-                           tokenizer_fingerprint(tok)])
-
 def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
     "Encode token id lists: longest first, padded per batch on the right, results in the input order."
     out = np.empty((len(ids), enc.dim), dtype=np.float32)
@@ -352,16 +361,20 @@ def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool
     finally: model.train(was_training)
     return out
 
-def encode_texts(texts, # a list (or Series / array) of strings
-                 model: Encoder|str|Path|None=None, # an Encoder, or a name / path loaded once per process; None: the default
-                 batch_size: int=64, # texts per forward pass
-                 normalize: bool=False, # scale each row to unit length (dot product = cosine)
-                 max_length: int=64, # truncate texts to this many tokens (capped at the model's limit)
-                 cache_dir: str|Path|None|bool=None, # vector cache folder; None: cache_home(); False: no cache
-                 progress: bool=True, # show a progress bar while encoding
-                ) -> np.ndarray:
-    "Encode texts to a float32 array [len(texts), dim] in the input order, reusing cached vectors."
-    enc = _as_encoder(model)
+# %% ../nbs/05_encoders.ipynb #0b6e3d94
+_LOADED: dict = {}
+
+def _as_encoder(model) -> Encoder:
+    "An Encoder as given, or loaded once per process from a name or path."
+    if isinstance(model, Encoder): return model
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        raise DataError(f"model must be an Encoder (from load_encoder), a model name or a folder path, got {type(model).__name__}")
+    key = _resolve(model)[0]
+    if key not in _LOADED: _LOADED[key] = load_encoder(model)
+    return _LOADED[key]
+
+def _checked_texts(texts, batch_size, max_length) -> list[str]:
+    "The texts as a list, after checking them and the batch and truncation sizes."
     if isinstance(texts, (str, bytes)):
         raise DataError(f"texts must be a list of strings, got a single string {texts[:50]!r}; wrap it: [text]")
     try: texts = list(texts)
@@ -373,6 +386,22 @@ def encode_texts(texts, # a list (or Series / array) of strings
     for what, v in (('batch_size', batch_size), ('max_length', max_length)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise DataError(f"{what} must be a positive integer, got {v!r}")
+    return texts
+
+# %% ../nbs/05_encoders.ipynb #96e4b2d7
+_SURROGATE = re.compile(r'[\ud800-\udfff]')
+
+def encode_texts(texts, # a list (or Series / array) of strings
+                 model: Encoder|str|Path|None=None, # an Encoder, or a name / path loaded once per process; None: the default
+                 batch_size: int=64, # texts per forward pass
+                 normalize: bool=False, # scale each row to unit length (dot product = cosine)
+                 max_length: int=64, # truncate texts to this many tokens (capped at the model's limit)
+                 cache_dir: str|Path|None|bool=None, # vector cache folder; None: cache_home(); False: no cache
+                 progress: bool=True, # show a progress bar while encoding
+                ) -> np.ndarray:
+    "Encode texts to a float32 array [len(texts), dim] in the input order, reusing cached vectors."
+    enc = _as_encoder(model)
+    texts = _checked_texts(texts, batch_size, max_length)
     max_length = int(min(max_length, enc.max_length))
     texts = [_SURROGATE.sub('\ufffd', t) for t in texts]  # lone surrogates (from broken decoding) cannot be tokenized
     out = np.zeros((len(texts), enc.dim), dtype=np.float32)

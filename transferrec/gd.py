@@ -4,9 +4,10 @@
 
 # %% auto #0
 __all__ = ['OPTIMIZERS', 'SCHEDULES', 'sigmoid', 'log_softmax', 'softmax', 'mse', 'mse_grad', 'bce', 'bce_grad', 'softmax_ce',
-           'softmax_ce_grad', 'check_gradients', 'DivergenceError', 'GDResult', 'minibatches', 'gradient_descent',
-           'make_least_squares', 'least_squares', 'plot_histories', 'plot_contour', 'mf_init', 'mf_predict',
-           'mf_loss_grad', 'mf_loss_torch', 'rmse', 'warmup_steps_of', 'lr_schedule', 'plot_lr_schedule', 'plot_sweep']
+           'softmax_ce_grad', 'check_gradients', 'DivergenceError', 'GDResult', 'minibatches', 'decay_per_parameter',
+           'optimizer_step', 'gradient_descent', 'make_least_squares', 'least_squares', 'plot_histories',
+           'plot_contour', 'mf_init', 'mf_predict', 'mf_loss_grad', 'mf_loss_torch', 'rmse', 'warmup_steps_of',
+           'lr_schedule', 'plot_lr_schedule', 'plot_sweep']
 
 # %% ../nbs/02_gradient_descent.ipynb #d69c2baa
 import math
@@ -39,6 +40,7 @@ def softmax(z # logits (..., C)
     "Softmax over the last axis: exp(z_j) / sum_k exp(z_k)."
     return np.exp(log_softmax(z))
 
+# %% ../nbs/02_gradient_descent.ipynb #4e6a0b37
 def mse(pred, # predictions, shape (n,)
         target, # true values, shape (n,)
        ) -> float:
@@ -67,6 +69,7 @@ def bce_grad(logits, # logits z, shape (n,)
     z = np.asarray(logits, dtype=float)
     return (sigmoid(z) - np.asarray(target, dtype=float)) / z.size
 
+# %% ../nbs/02_gradient_descent.ipynb #3b7f9e02
 def softmax_ce(logits, # logits, shape (n, C)
                target, # index of the true class (item) per row, shape (n,)
               ) -> float:
@@ -146,6 +149,7 @@ class DivergenceError(ValueError):
         super().__init__(msg)
     def __reduce__(self): return (type(self), (self.step, self.loss, self.lr, self.start_loss, self.history))
 
+# %% ../nbs/02_gradient_descent.ipynb #7a4b0e85
 @dataclass
 class GDResult:
     "What `gradient_descent` returns."
@@ -165,10 +169,52 @@ def minibatches(n:int, # number of training examples
         perm = rng.permutation(n)
         for s in range(0, n, batch_size): yield perm[s:s + batch_size]
 
+# %% ../nbs/02_gradient_descent.ipynb #6b3e9f41
 def _global_norm(grads:dict) -> float: return math.sqrt(sum(float(np.sum(g * g)) for g in grads.values()))
 
 OPTIMIZERS = ('sgd', 'adam', 'adamw')
 
+def decay_per_parameter(weight_decay:float|dict, # lambda for every parameter, or a dict name -> lambda (missing names: 0)
+                        params:dict, # the parameters by name
+                       ) -> dict:
+    "Weight decay lambda for each parameter name."
+    if isinstance(weight_decay, dict):
+        unknown = set(weight_decay) - set(params)
+        if unknown: raise ValueError(f"weight_decay names {sorted(unknown)}, which are not parameters; use some of {list(params)}")
+        return {k: float(weight_decay.get(k, 0.0)) for k in params}
+    return {k: float(weight_decay) for k in params}
+
+def optimizer_step(p:np.ndarray, # one parameter array, updated in place
+                   g:np.ndarray, # its gradient at this step (after clipping)
+                   s:dict, # its optimiser state, updated in place: momentum's buffer `b`, or Adam's `m`, `v` and step count `n`
+                   eta:float, # the learning rate of this step
+                   optimizer:str='sgd', # 'sgd', 'adam' or 'adamw'
+                   momentum:float=0.0, # heavy-ball momentum mu, for 'sgd'
+                   betas:tuple=(0.9, 0.999), # Adam's decay rates (beta1, beta2)
+                   eps:float=1e-8, # Adam's epsilon
+                   lam:float=0.0, # weight decay: an L2 penalty for 'sgd' and 'adam', decoupled for 'adamw'
+                  ) -> np.ndarray:
+    "One update of one parameter array, with the arithmetic of torch.optim's SGD, Adam or AdamW; returns `p`."
+    if optimizer not in OPTIMIZERS: raise ValueError(f"unknown optimizer {optimizer!r}; use one of {list(OPTIMIZERS)}")
+    if optimizer == 'sgd':
+        if lam: g = g + lam * p                     # L2 penalty (lam/2)|theta|^2 adds lam*theta to the gradient
+        if momentum:
+            s['b'] = g.copy() if 'b' not in s else momentum * s['b'] + g
+            g = s['b']
+        p -= eta * g                                # theta <- theta - eta * g
+    else:
+        b1, b2 = betas
+        if optimizer == 'adamw': p *= 1 - eta * lam # decoupled weight decay
+        elif lam: g = g + lam * p
+        if not s: s.update(m=np.zeros_like(p), v=np.zeros_like(p), n=0)
+        s['n'] += 1
+        s['m'] = b1 * s['m'] + (1 - b1) * g         # running mean of g
+        s['v'] = b2 * s['v'] + (1 - b2) * g * g     # running mean of g^2
+        denom = np.sqrt(s['v']) / math.sqrt(1 - b2 ** s['n']) + eps
+        p -= eta / (1 - b1 ** s['n']) * s['m'] / denom
+    return p
+
+# %% ../nbs/02_gradient_descent.ipynb #9c5e0f27
 def gradient_descent(loss_grad:Callable, # `loss_grad(theta, batch) -> (loss, grad)`; grad has the structure of theta
                      theta0, # starting parameters: an array or a dict of arrays (copied as float64, never modified)
                      lr:float|Callable=0.1, # learning rate eta, or a function step -> eta such as `partial(lr_schedule, ...)`
@@ -192,16 +238,11 @@ def gradient_descent(loss_grad:Callable, # `loss_grad(theta, batch) -> (loss, gr
     if steps < 0: raise ValueError(f"steps must be >= 0, got {steps}")
     params, single = _as_dict(_copy(theta0))
     unwrap = (lambda p: p['theta']) if single else (lambda p: p)
-    if isinstance(weight_decay, dict):
-        unknown = set(weight_decay) - set(params)
-        if unknown: raise ValueError(f"weight_decay names {sorted(unknown)}, which are not parameters; use some of {list(params)}")
-        wd = {k: float(weight_decay.get(k, 0.0)) for k in params}
-    else: wd = {k: float(weight_decay) for k in params}
+    wd = decay_per_parameter(weight_decay, params)
     lr_at = lr if callable(lr) else (lambda t: lr)
     batches = iter(batches) if batches is not None else None
     state = {k: {} for k in params}
     rows, evals, path, loss0 = [], [], [], None
-    b1, b2 = betas
     def evaluate(t):
         if eval_fn is not None: evals.append({'step': t, **eval_fn(unwrap(params))})
     def snapshot():
@@ -221,22 +262,7 @@ def gradient_descent(loss_grad:Callable, # `loss_grad(theta, batch) -> (loss, gr
             c = min(1.0, max_grad_norm / (gnorm + 1e-6))
             grads = {k: g * c for k, g in grads.items()}
         for k, p in params.items():
-            g, s, lam = grads[k], state[k], wd[k]
-            if optimizer == 'sgd':
-                if lam: g = g + lam * p                     # L2 penalty (lam/2)|theta|^2 adds lam*theta to the gradient
-                if momentum:
-                    s['b'] = g.copy() if 'b' not in s else momentum * s['b'] + g
-                    g = s['b']
-                p -= eta * g                                # theta <- theta - eta * g
-            else:
-                if optimizer == 'adamw': p *= 1 - eta * lam # decoupled weight decay
-                elif lam: g = g + lam * p
-                if not s: s.update(m=np.zeros_like(p), v=np.zeros_like(p), n=0)
-                s['n'] += 1
-                s['m'] = b1 * s['m'] + (1 - b1) * g         # running mean of g
-                s['v'] = b2 * s['v'] + (1 - b2) * g * g     # running mean of g^2
-                denom = np.sqrt(s['v']) / math.sqrt(1 - b2 ** s['n']) + eps
-                p -= eta / (1 - b1 ** s['n']) * s['m'] / denom
+            optimizer_step(p, grads[k], state[k], eta, optimizer, momentum, betas, eps, wd[k])
         snapshot()
         if eval_every and (t + 1) % eval_every == 0 and t + 1 < steps: evaluate(t + 1)
     evaluate(steps)
@@ -355,6 +381,7 @@ def mf_predict(theta:dict, # parameters from `mf_init`
     return (theta['mu'][0] + theta['bu'][users] + theta['bi'][items]
             + np.einsum('ij,ij->i', theta['P'][users], theta['Q'][items]))
 
+# %% ../nbs/02_gradient_descent.ipynb #2d8f6b19
 def mf_loss_grad(users, # user index of each training rating
                  items, # item index of each training rating
                  ratings, # the ratings
@@ -388,6 +415,7 @@ def mf_loss_torch(users, # user index of each training rating
         return ((pred - r) ** 2).mean()
     return loss
 
+# %% ../nbs/02_gradient_descent.ipynb #8b5d1e63
 def rmse(theta:dict, # parameters from `mf_init`
          users, # user indices
          items, # item indices

@@ -17,7 +17,8 @@ from .crossencoder import CrossEncoderReranker
 from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'FORMAT_VERSION', 'build_strategy', 'Recommender', 'file_sha256']
+__all__ = ['STRATEGIES', 'REASON_WINDOW', 'MATERIAL_SHARE', 'FORMAT_VERSION', 'build_strategy', 'Recommender', 'reason_quality',
+           'file_sha256']
 
 # %% ../nbs/08_recommend.ipynb #9131302d
 STRATEGIES = {'sequential': SequentialRecommender, 'two-tower': TwoTowerRecommender, 'cross-encoder': CrossEncoderReranker}
@@ -34,6 +35,7 @@ def build_strategy(strategy: str, # a key of `STRATEGIES`
     try: return STRATEGIES[strategy](**config)
     except TypeError as e: raise DataError(f"bad option for the {strategy} strategy: {e}; see help({STRATEGIES[strategy].__name__}) for its options") from None
 
+# %% ../nbs/08_recommend.ipynb #a7c3e5d1
 class Recommender:
     "Fit, score, recommend, explain, save and load, over any transfer strategy."
     def __init__(self,
@@ -53,7 +55,10 @@ class Recommender:
                      'n_users': split.n_users, 'n_items': split.n_items, 'fingerprint': split_fingerprint(split)}
         return self
 
-    def _adopt(self, dataset: Dataset, train_hist, full_hist):
+    def _adopt(self, dataset: Dataset, # the dataset of the split
+               train_hist, # per user, the item indices known when predicting the valid part
+               full_hist, # per user, the item indices known when predicting the test part
+              ):
         "Keep what recommending needs: the catalogue, id maps and each known user's history."
         self.items = dataset.items.reset_index(drop=True)
         self.user_ids, self.user_index = np.asarray(dataset.user_ids), pd.Index(dataset.user_ids)
@@ -84,30 +89,45 @@ def _item_rows(rec, ids) -> np.ndarray:
                         "use ids from the item table, or add new items with add_items()")
     return pos.astype(np.int64)
 
-def _window(rec) -> int:
-    "How many recent history items the strategy reads."
-    c = rec.model.config
-    return c.get('max_len') or c.get('history_items') or 50
+def _catalogue(rec) -> tuple[np.ndarray, np.ndarray|None]:
+    "The item ids and titles as arrays (None: no titles), read from the item table once until it changes."
+    cache = getattr(rec, '_columns', None)
+    if cache is None or cache[0] is not rec.items:
+        titles = rec.items['title'].to_numpy() if 'title' in rec.items else None
+        rec._columns = cache = (rec.items, rec.items['item_id'].to_numpy(), titles)
+    return cache[1], cache[2]
 
-@torch.inference_mode()
-def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray, n: int=3) -> list[list]:
-    "For each recommended item, the history items whose removal lowers its score most."
-    hist, ids = history[-_window(rec):], rec.items['item_id'].to_numpy()
-    if len(hist) < 2: return [ids[hist].tolist() for _ in items]
-    without = [np.delete(hist, i) for i in range(len(hist))]
-    drop = item_scores[None, :] - rec.model.score_histories(without)[:, items]      # [len(hist), k]
-    out = []
-    for j in range(len(items)):
-        best = np.argsort(-drop[:, j], kind='stable')[:n]
-        out.append(ids[hist[best[drop[best, j] > 0]]].tolist())
-    return out
-
-# %% ../nbs/08_recommend.ipynb #bcfdad5f
 def _user_history(rec, user_id) -> np.ndarray:
+    "Item indices of a known user's history (training and validation items), oldest first."
     pos = rec.user_index.get_indexer([user_id])[0]
     if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {rec.user_ids[:3].tolist()}, "
                                 "or recommend for a new user with history=[item ids] or text='...'")
     return np.asarray(rec.histories[pos])
+
+# %% ../nbs/08_recommend.ipynb #8f2b6d13
+def _top_scores(scores: np.ndarray, # scores of every item for one user
+                hist: np.ndarray, # the user's item indices
+                k: int, # how many items
+                exclude_seen: bool, # leave out the history
+                skip: np.ndarray|None=None, # more item indices to leave out
+               ) -> tuple[np.ndarray, np.ndarray]:
+    "Item indices and scores of the top `k` items, best first."
+    if not np.isfinite(scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
+    ranked = scores.copy()
+    if exclude_seen and len(hist): ranked[hist] = -np.inf
+    if skip is not None: ranked[skip] = -np.inf
+    k = min(k, int(np.isfinite(ranked).sum()))
+    top = np.argpartition(-ranked, k - 1)[:k] if k < len(ranked) else np.arange(len(ranked))
+    top = top[np.argsort(-ranked[top], kind='stable')]
+    return top, scores[top]
+
+# %% ../nbs/08_recommend.ipynb #bcfdad5f
+def _serving_index(rec) -> VectorIndex|None:
+    "The index `recommend` ranks with: the one built by `build_index`, or one built once the catalogue reaches AUTO_THRESHOLD."
+    ix = getattr(rec, 'index_', None)
+    if ix is not None and ix.n_items != len(rec.items): ix = rec.build_index(ix.kind, ix.dtype)  # items were added since
+    if ix is None and len(rec.items) >= AUTO_THRESHOLD and supports_index(rec.model): ix = rec.build_index()
+    return ix
 
 @patch
 @torch.inference_mode()
@@ -117,9 +137,10 @@ def recommend(self: Recommender,
               text: str|None=None, # a free-text description of a new user
               k: int=10, # how many items
               exclude_seen: bool=True, # leave out items in the user's history
-              explain: bool=True, # add the `because` column
+              exclude: list|None=None, # item ids never to recommend (already shown, out of stock)
+              explain: bool=True, # add `because` (the history items that drove each item) and `why` (in words)
              ) -> pd.DataFrame:
-    "Top-`k` items with title, score and the history items that drove them."
+    "Top-`k` items with title, score, the history items that drove them and why, in words."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
     if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
@@ -132,21 +153,99 @@ def recommend(self: Recommender,
         hist = _user_history(self, user_id) if user_id is not None else _item_rows(self, history)
         index = _serving_index(self)
         scores = None if index is not None else self.model.score_histories([hist])[0]
-    if index is not None: top, top_scores = top_items(index, self.model, hist, k, exclude=hist if exclude_seen else None)
-    else:
-        if not np.isfinite(scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
-        ranked = scores.copy()
-        if exclude_seen and len(hist): ranked[hist] = -np.inf
-        k = min(k, int(np.isfinite(ranked).sum()))
-        top = np.argpartition(-ranked, k - 1)[:k] if k < len(ranked) else np.arange(len(ranked))
-        top = top[np.argsort(-ranked[top], kind='stable')]
-        top_scores = scores[top]
+    skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
+    if index is not None:
+        leave_out = hist if exclude_seen else None
+        if skip is not None: leave_out = skip if leave_out is None else np.union1d(leave_out, skip)
+        top, top_scores = top_items(index, self.model, hist, k, exclude=leave_out)
+    else: top, top_scores = _top_scores(scores, hist, k, exclude_seen, skip)
     if not np.isfinite(top_scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
-    out = pd.DataFrame({'item_id': self.items['item_id'].to_numpy()[top],
-                        'title': self.items['title'].to_numpy()[top] if 'title' in self.items else None,
+    ids, titles = _catalogue(self)
+    out = pd.DataFrame({'item_id': ids[top], 'title': titles[top] if titles is not None else None,
                         'score': top_scores})
-    if explain and len(hist): out['because'] = _explain(self, hist, top, top_scores)
+    if explain and len(hist): out['because'], out['why'] = _explain(self, hist, top, top_scores)
+    elif explain: out['why'] = 'close to the text you gave'
     return out
+
+# %% ../nbs/08_recommend.ipynb #6a0c4f3e
+REASON_WINDOW = 12     # the most recent history items tried one by one as reasons; the earlier ones form one block
+MATERIAL_SHARE = 0.15  # a reason takes away at least this share of what all the removals take away
+
+def _window(rec) -> int:
+    "How many recent history items the strategy reads."
+    c = rec.model.config
+    return c.get('max_len') or c.get('history_items') or 50
+
+def _label(rec, rows: np.ndarray) -> str:
+    "Items in words: 'Title [id]; Title [id]'."
+    ids, titles = _catalogue(rec)
+    return '; '.join(f"{t} [{i}]" if isinstance(t, str) else f"[{i}]" for t, i in zip([None] * len(rows) if titles is None else titles[rows], ids[rows]))
+
+def _popularity(rec) -> np.ndarray:
+    "How many known users have each item in their history (kept until items are added)."
+    if getattr(rec, '_popular', None) is None or len(rec._popular) != len(rec.items):
+        rows = np.concatenate([np.unique(h) for h in rec.histories] + [np.zeros(0, np.int64)]).astype(np.int64)
+        rec._popular = np.bincount(rows, minlength=len(rec.items))
+    return rec._popular
+
+def _why(rec, hist: np.ndarray, start: int, best: np.ndarray, drop: np.ndarray, share: np.ndarray, item: int) -> str:
+    "One recommendation's `why`: its reasons, or what drove it when no history item carries a material share."
+    earlier = f"your earlier history ({start} items)"
+    earlier_counts = start > 0 and drop[-1] > 0 and share[-1] >= MATERIAL_SHARE
+    if len(best): return _label(rec, hist[start + best]) + (f"; {earlier}" if earlier_counts else '')
+    if earlier_counts: return earlier
+    if (drop > 0).any(): return f"your recent items together, most: {_label(rec, hist[[start + int(np.argmax(drop[:len(hist) - start]))]])}"
+    users, whole = _popularity(rec)[item], "close to your items as a whole (no single one changes its score)"
+    return f"{whole}; popular: in the histories of {users:,} of {len(rec.histories):,} users" if users >= 0.05 * len(rec.histories) else whole
+
+@torch.inference_mode()
+def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray, n: int=3) -> tuple[list[list], list[str]]:
+    "For each recommended item: the history items carrying a material share of its score (ids, at most `n`) and why, in words."
+    hist, ids = history[-_window(rec):], _catalogue(rec)[0]
+    if len(hist) < 2: return [ids[hist].tolist() for _ in items], [_label(rec, hist)] * len(items)
+    start = max(0, len(hist) - REASON_WINDOW)
+    batch = [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
+    drop = item_scores[None, :] - rec.model.score_histories(batch)[:, items]      # [units, k]: each recent item, the earlier block
+    gain = np.clip(drop, 0, None)
+    share = gain / np.maximum(gain.sum(0, keepdims=True), 1e-12)
+    because, why = [], []
+    for j in range(len(items)):
+        best = np.argsort(-drop[:len(hist) - start, j], kind='stable')[:n]
+        best = best[(drop[best, j] > 0) & (share[best, j] >= MATERIAL_SHARE)]
+        because.append(ids[hist[start + best]].tolist())
+        why.append(_why(rec, hist, start, best, drop[:, j], share[:, j], int(items[j])))
+    return because, why
+
+# %% ../nbs/08_recommend.ipynb #5e0b7d32
+def reason_quality(rec: Recommender, # a fitted Recommender whose items have the attribute column
+                   users: np.ndarray, # user indices to check
+                   k: int=10, # recommendations per user
+                   attribute: str='genres', # an item column of "|"-separated values (e.g. genres)
+                   seed: int=0, # seed of the random history items
+                  ) -> dict:
+    "How often recommendations have reasons, removing them lowers the score, and reasons share an attribute, vs random."
+    rng, counts = np.random.default_rng(seed), dict(recommendations=0, with_reasons=0, faithful=0, empty_why=0, pairs=0, shared=0, shared_random=0)
+    values = [set(str(v).split('|')) - {'', 'nan', 'None'} for v in rec.items[attribute]] if attribute in rec.items else None
+    for u in np.asarray(users):
+        hist = np.asarray(rec.histories[u])
+        out = rec.recommend(user_id=rec.user_ids[u], k=k)
+        counts['recommendations'] += len(out); counts['empty_why'] += int((out['why'].str.len() == 0).sum())
+        named = [_item_rows(rec, b) for b in out['because']]
+        rows = [j for j, n in enumerate(named) if len(n)]
+        if not rows: continue
+        items = rec.item_index.get_indexer(out['item_id'])
+        rescored = rec.model.score_histories([hist[~np.isin(hist, named[j])] for j in rows])
+        for r, j in enumerate(rows):
+            counts['with_reasons'] += 1; counts['faithful'] += int(rescored[r, items[j]] < out['score'].iloc[j])
+            others = np.setdiff1d(hist[-_window(rec):], named[j])
+            if values is None or not len(others): continue
+            for reason in named[j]:
+                counts['pairs'] += 1; counts['shared'] += bool(values[reason] & values[items[j]])
+                counts['shared_random'] += bool(values[rng.choice(others)] & values[items[j]])
+    c = counts
+    return {'recommendations': c['recommendations'], 'with reasons': c['with_reasons'] / max(c['recommendations'], 1),
+            'faithful': c['faithful'] / max(c['with_reasons'], 1), 'empty why': c['empty_why'],
+            f'reason shares {attribute}': c['shared'] / max(c['pairs'], 1), f'random history item shares {attribute}': c['shared_random'] / max(c['pairs'], 1)}
 
 # %% ../nbs/08_recommend.ipynb #8acf46f5
 @patch
@@ -162,13 +261,6 @@ def build_index(self: Recommender,
                         "index a 'sequential' or 'two-tower' recommender")
     self.index_ = VectorIndex(self.model.item_matrix(), kind=kind, dtype=dtype, **options)
     return self.index_
-
-def _serving_index(rec) -> VectorIndex|None:
-    "The index `recommend` ranks with: the one built by `build_index`, or one built once the catalogue reaches AUTO_THRESHOLD."
-    ix = getattr(rec, 'index_', None)
-    if ix is not None and ix.n_items != len(rec.items): ix = rec.build_index(ix.kind, ix.dtype)  # items were added since
-    if ix is None and len(rec.items) >= AUTO_THRESHOLD and supports_index(rec.model): ix = rec.build_index()
-    return ix
 
 # %% ../nbs/08_recommend.ipynb #be16ccce
 @patch
@@ -187,7 +279,9 @@ def add_items(self: Recommender,
 # %% ../nbs/08_recommend.ipynb #b27eaaf4
 FORMAT_VERSION = 2
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path # a file to checksum
+               ) -> str:
+    "The SHA-256 hex digest of a file, read in 1 MB blocks."
     h = hashlib.sha256()
     with open(path, 'rb') as f:
         for block in iter(lambda: f.read(1 << 20), b''): h.update(block)
@@ -225,6 +319,7 @@ def save(self: Recommender,
 
 # %% ../nbs/08_recommend.ipynb #e567ec4a
 def _read_meta(path: Path) -> dict:
+    "The run's config.json, after checking its format version and every file's checksum."
     if not path.exists(): raise DataError(f"run folder {str(path)!r} does not exist; pass the folder written by save() or `transferrec train`")
     cfg = path/'config.json'
     if not cfg.exists(): raise DataError(f"{str(path)!r} is not a transferrec run: it has no config.json")
@@ -244,6 +339,7 @@ def _read_meta(path: Path) -> dict:
         if file_sha256(f) != digest: raise DataError(f"{str(f)!r} is corrupt (checksum mismatch); retrain, or restore the run from a backup")
     return meta
 
+# %% ../nbs/08_recommend.ipynb #7f3a1d56
 @patch(cls_method=True)
 def load(cls: Recommender, path: str|Path # a run folder written by `save`
         ) -> Recommender:

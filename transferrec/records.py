@@ -40,6 +40,7 @@ def save_record(name: str, # the experiment name (file stem)
     with atomic_write(path, 'w') as f: json.dump(rec, f, indent=1, default=str)
     return path
 
+# %% ../nbs/10_records.ipynb #5e1f0a06
 def run_recorded(name: str, # the experiment name (file stem)
                  fn, # the experiment: fn(config) -> DataFrame or dict of DataFrames
                  config: dict, # its configuration
@@ -61,6 +62,7 @@ def load_record(name: str, # the experiment name
     rec['tables'] = {k: pd.DataFrame(v) for k, v in rec['tables'].items()}
     return rec
 
+# %% ../nbs/10_records.ipynb #5e1f0a08
 def describe(rec: dict|None, # a record from `load_record`
             ) -> str:
     "One paragraph on how a recorded result was produced."
@@ -85,6 +87,7 @@ def seed_ci(values, # one value per seed
     h = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
     return (m, m - h, m + h)
 
+# %% ../nbs/10_records.ipynb #5e1f0a0c
 def bootstrap_ci(per_user, # one metric value per user (NaN skipped)
                  level: float=0.95, # confidence level
                  n_boot: int=1000, # bootstrap resamples
@@ -98,6 +101,7 @@ def bootstrap_ci(per_user, # one metric value per user (NaN skipped)
     lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return (float(x.mean()), float(lo), float(hi))
 
+# %% ../nbs/10_records.ipynb #5e1f0a0f
 def summarize(df: pd.DataFrame, # tidy results: one row per (group..., seed)
               by: list, # the grouping columns, e.g. ["setting", "model"]
               metrics=('recall@10', 'ndcg@10'), # metric columns to summarise

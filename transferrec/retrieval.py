@@ -6,7 +6,9 @@
 from __future__ import annotations
 import math, time, warnings
 import numpy as np, torch
+from fastcore.basics import patch
 from .core import DataError
+from .metrics import topk
 
 # %% auto #0
 __all__ = ['INDEX_KINDS', 'AUTO_THRESHOLD', 'faiss_available', 'VectorIndex', 'recall_at_k', 'supports_index', 'top_items']
@@ -28,15 +30,7 @@ def _faiss():
                         "or use kind='exact'") from None
     return faiss
 
-def _half_matmul_is_faster(block: torch.Tensor) -> bool:
-    "Is a float16 matrix-vector product faster here than widening the block to float32 first? (CPU-dependent)"
-    q = torch.ones(1, block.shape[1])
-    def clock(f):
-        f(); t = time.perf_counter(); f(); f(); return time.perf_counter() - t
-    try: half = clock(lambda: q.half() @ block.T)
-    except RuntimeError: return False
-    return half < clock(lambda: q @ block.float().T)
-
+# %% ../nbs/07_retrieval.ipynb #4e2b9c17
 def _matrix(vectors, what: str='vectors') -> np.ndarray:
     "A C-contiguous float32 matrix [n, d] from an array or tensor, with a `DataError` for anything else."
     if isinstance(vectors, torch.Tensor): vectors = vectors.detach().float().cpu().numpy()
@@ -71,33 +65,18 @@ class VectorIndex:
         if kind == 'auto': kind = 'ivf' if self.n_items >= AUTO_THRESHOLD and faiss_available() else 'exact'
         self.kind, self.dtype, self.block = kind, dtype, int(block)
         t0 = time.perf_counter()
-        if kind == 'exact':
-            self.vectors = torch.from_numpy(x.astype(np.float16) if dtype == 'float16' else x)
-            self.half_matmul = dtype == 'float16' and _half_matmul_is_faster(self.vectors[:4096])
+        if kind == 'exact': self._build_exact(x)
         else:
             faiss = _faiss()
-            ip = faiss.METRIC_INNER_PRODUCT
-            if kind == 'ivf':
-                self.nlist = int(nlist or max(1, min(round(math.sqrt(self.n_items)), self.n_items // 39 or 1)))
-                quant = faiss.IndexFlatIP(self.dim)
-                self.index = (faiss.IndexIVFScalarQuantizer(quant, self.dim, self.nlist, faiss.ScalarQuantizer.QT_fp16, ip)
-                              if dtype == 'float16' else faiss.IndexIVFFlat(quant, self.dim, self.nlist, ip))
-                self.index.own_fields = True; quant.this.disown()   # the IVF index owns (and frees) its quantizer
-                n_train = min(self.n_items, int(train_size or 40 * self.nlist))
-                sample = x if n_train == self.n_items else x[np.sort(np.random.default_rng(seed).choice(self.n_items, n_train, replace=False))]
-                with warnings.catch_warnings():
-                    warnings.simplefilter('ignore')
-                    self.index.train(sample)
-                self.index.add(x)
-                self.nprobe = self.index.nprobe = int(nprobe or min(self.nlist, max(8, self.nlist // 16)))
-            else:
-                self.index = (faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, hnsw_m, ip) if dtype == 'float16'
-                              else faiss.IndexHNSWFlat(self.dim, hnsw_m, ip))
-                self.index.hnsw.efConstruction = int(ef_construction)
-                if dtype == 'float16': self.index.train(x[:min(len(x), 10_000)])
-                self.index.add(x)
-                self.index.hnsw.efSearch = self.ef_search = int(ef_search)
+            if kind == 'ivf': self._build_ivf(faiss, x, nlist, nprobe, train_size, seed)
+            else: self._build_hnsw(faiss, x, hnsw_m, ef_construction, ef_search)
         self.build_seconds = time.perf_counter() - t0
+
+    def _build_exact(self, x: np.ndarray # [n_items, dim] float32 item vectors
+                    ):
+        "Keep the vectors as a tensor; for float16, decide once whether to multiply in float16."
+        self.vectors = torch.from_numpy(x.astype(np.float16) if self.dtype == 'float16' else x)
+        self.half_matmul = self.dtype == 'float16' and _half_matmul_is_faster(self.vectors[:4096])
 
     @property
     def memory_mb(self) -> float:
@@ -107,58 +86,114 @@ class VectorIndex:
         w = faiss.VectorIOWriter(); faiss.write_index(self.index, w)   # the serialised size: vectors, lists, graph
         return faiss.vector_to_array(w.data).nbytes / 1e6
 
-    def set_params(self, nprobe: int|None=None, # IVF cells scanned per query
-                   ef_search: int|None=None, # HNSW search beam width
-                  ) -> 'VectorIndex':
-        "Trade recall for speed after building."
-        if nprobe is not None and self.kind == 'ivf': self.nprobe = self.index.nprobe = int(nprobe)
-        if ef_search is not None and self.kind == 'hnsw': self.ef_search = self.index.hnsw.efSearch = int(ef_search)
-        return self
+# %% ../nbs/07_retrieval.ipynb #9a3f6c85
+def _half_matmul_is_faster(block: torch.Tensor) -> bool:
+    "Is a float16 matrix-vector product faster here than widening the block to float32 first? (CPU-dependent)"
+    q = torch.ones(1, block.shape[1])
+    def clock(f):
+        f(); t = time.perf_counter(); f(); f(); return time.perf_counter() - t
+    try: half = clock(lambda: q.half() @ block.T)
+    except RuntimeError: return False
+    return half < clock(lambda: q @ block.float().T)
 
-    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        qt, best_s, best_i = torch.from_numpy(q), None, None
-        for start in range(0, self.n_items, self.block):
-            v = self.vectors[start:start + self.block]
-            if v.dtype == torch.float32: s = qt @ v.T
-            elif self.half_matmul: s = (qt.to(v.dtype) @ v.T).float()   # CPUs with float16 matmul units
-            else: s = qt @ v.float().T                                  # widen the block to float32
-            ts, ti = torch.topk(s, min(k, s.shape[1]), dim=1)
-            ti = ti + start
-            if best_s is None: best_s, best_i = ts, ti
-            else:
-                cs, ci = torch.cat([best_s, ts], 1), torch.cat([best_i, ti], 1)
-                best_s, pos = torch.topk(cs, min(k, cs.shape[1]), dim=1)
-                best_i = torch.gather(ci, 1, pos)
-        return best_s.numpy(), best_i.numpy().astype(np.int64)
-
-    def search(self, queries, # [n_queries, dim] query vectors (array or tensor)
-               k: int=10, # results per query
-               exclude: list|None=None, # per query, item indices to leave out (e.g. the history); None: none
-              ) -> tuple[np.ndarray, np.ndarray]:
-        "Scores and item indices of the top `k` items per query, best first: two arrays [n_queries, k] (-1 / -inf pad)."
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
-        q = _matrix(queries, 'queries')
-        if q.shape[1] != self.dim: raise DataError(f"queries have {q.shape[1]} dimensions, the index {self.dim}; use the same model for both")
-        if exclude is not None and len(exclude) != len(q):
-            raise DataError(f"exclude has {len(exclude)} rows for {len(q)} queries; give one array of item indices per query")
-        excl = [np.unique(np.asarray(e, dtype=np.int64)) for e in exclude] if exclude is not None else None
-        want = min(self.n_items, int(k) + (max((len(e) for e in excl), default=0) if excl else 0))
-        if self.kind == 'exact': s, i = self._exact(q, want)
+# %% ../nbs/07_retrieval.ipynb #6c2d9e04
+@patch
+def _exact(self: VectorIndex, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    "Scores and indices of the top `k` items per query row, merged block by block."
+    qt, best_s, best_i = torch.from_numpy(q), None, None
+    for start in range(0, self.n_items, self.block):
+        v = self.vectors[start:start + self.block]
+        if v.dtype == torch.float32: s = qt @ v.T
+        elif self.half_matmul: s = (qt.to(v.dtype) @ v.T).float()   # CPUs with float16 matmul units
+        else: s = qt @ v.float().T                                  # widen the block to float32
+        ts, ti = torch.topk(s, min(k, s.shape[1]), dim=1)
+        ti = ti + start
+        if best_s is None: best_s, best_i = ts, ti
         else:
-            s, i = self.index.search(q, want)
-            s, i = np.where(i >= 0, s, -np.inf).astype(np.float32), i.astype(np.int64)
-        out_s, out_i = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
-        for r in range(len(q)):
-            keep = i[r] >= 0
-            if excl is not None and len(excl[r]): keep &= ~np.isin(i[r], excl[r])
-            rs, ri = s[r][keep][:k], i[r][keep][:k]
-            out_s[r, :len(rs)], out_i[r, :len(ri)] = rs, ri
-        return out_s, out_i
+            cs, ci = torch.cat([best_s, ts], 1), torch.cat([best_i, ti], 1)
+            best_s, pos = torch.topk(cs, min(k, cs.shape[1]), dim=1)
+            best_i = torch.gather(ci, 1, pos)
+    return best_s.numpy(), best_i.numpy().astype(np.int64)
 
-    def __repr__(self):
-        extra = {'ivf': lambda: f", nlist={self.nlist}, nprobe={self.nprobe}", 'hnsw': lambda: f", ef_search={self.ef_search}"}
-        return (f"VectorIndex({self.kind}, {self.n_items:,} x {self.dim}, {self.dtype}{extra.get(self.kind, str)()}, "
-                f"{self.memory_mb:.1f} MB, built in {self.build_seconds:.2f} s)")
+# %% ../nbs/07_retrieval.ipynb #0e5a7b36
+@patch
+def search(self: VectorIndex,
+           queries, # [n_queries, dim] query vectors (array or tensor)
+           k: int=10, # results per query
+           exclude: list|None=None, # per query, item indices to leave out (e.g. the history); None: none
+          ) -> tuple[np.ndarray, np.ndarray]:
+    "Scores and item indices of the top `k` items per query, best first: two arrays [n_queries, k] (-1 / -inf pad)."
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
+    q = _matrix(queries, 'queries')
+    if q.shape[1] != self.dim: raise DataError(f"queries have {q.shape[1]} dimensions, the index {self.dim}; use the same model for both")
+    if exclude is not None and len(exclude) != len(q):
+        raise DataError(f"exclude has {len(exclude)} rows for {len(q)} queries; give one array of item indices per query")
+    excl = [np.unique(np.asarray(e, dtype=np.int64)) for e in exclude] if exclude is not None else None
+    want = min(self.n_items, int(k) + (max((len(e) for e in excl), default=0) if excl else 0))
+    if self.kind == 'exact': s, i = self._exact(q, want)
+    else:
+        s, i = self.index.search(q, want)
+        s, i = np.where(i >= 0, s, -np.inf).astype(np.float32), i.astype(np.int64)
+    out_s, out_i = np.full((len(q), k), -np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+    for r in range(len(q)):
+        keep = i[r] >= 0
+        if excl is not None and len(excl[r]): keep &= ~np.isin(i[r], excl[r])
+        rs, ri = s[r][keep][:k], i[r][keep][:k]
+        out_s[r, :len(rs)], out_i[r, :len(ri)] = rs, ri
+    return out_s, out_i
+
+# %% ../nbs/07_retrieval.ipynb #1e6b8a3d
+@patch
+def set_params(self: VectorIndex,
+               nprobe: int|None=None, # IVF cells scanned per query
+               ef_search: int|None=None, # HNSW search beam width
+              ) -> VectorIndex:
+    "Trade recall for speed after building."
+    if nprobe is not None and self.kind == 'ivf': self.nprobe = self.index.nprobe = int(nprobe)
+    if ef_search is not None and self.kind == 'hnsw': self.ef_search = self.index.hnsw.efSearch = int(ef_search)
+    return self
+
+@patch
+def __repr__(self: VectorIndex):
+    extra = {'ivf': lambda: f", nlist={self.nlist}, nprobe={self.nprobe}", 'hnsw': lambda: f", ef_search={self.ef_search}"}
+    return (f"VectorIndex({self.kind}, {self.n_items:,} x {self.dim}, {self.dtype}{extra.get(self.kind, str)()}, "
+            f"{self.memory_mb:.1f} MB, built in {self.build_seconds:.2f} s)")
+
+# %% ../nbs/07_retrieval.ipynb #08e5ff31
+@patch
+def _build_ivf(self: VectorIndex,
+               faiss, # the faiss module
+               x: np.ndarray, # [n_items, dim] float32 item vectors
+               nlist, nprobe, train_size, seed): # as given to `VectorIndex`
+    "Train the IVF cells on a sample of `x`, then file every vector in its cell."
+    ip = faiss.METRIC_INNER_PRODUCT
+    self.nlist = int(nlist or max(1, min(round(math.sqrt(self.n_items)), self.n_items // 39 or 1)))
+    quant = faiss.IndexFlatIP(self.dim)
+    self.index = (faiss.IndexIVFScalarQuantizer(quant, self.dim, self.nlist, faiss.ScalarQuantizer.QT_fp16, ip)
+                  if self.dtype == 'float16' else faiss.IndexIVFFlat(quant, self.dim, self.nlist, ip))
+    self.index.own_fields = True; quant.this.disown()   # the IVF index owns (and frees) its quantizer
+    n_train = min(self.n_items, int(train_size or 40 * self.nlist))
+    sample = x if n_train == self.n_items else x[np.sort(np.random.default_rng(seed).choice(self.n_items, n_train, replace=False))]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        self.index.train(sample)
+    self.index.add(x)
+    self.nprobe = self.index.nprobe = int(nprobe or min(self.nlist, max(8, self.nlist // 16)))
+
+# %% ../nbs/07_retrieval.ipynb #2c9f4e81
+@patch
+def _build_hnsw(self: VectorIndex,
+                faiss, # the faiss module
+                x: np.ndarray, # [n_items, dim] float32 item vectors
+                hnsw_m, ef_construction, ef_search): # as given to `VectorIndex`
+    "Build the HNSW graph over `x`."
+    ip = faiss.METRIC_INNER_PRODUCT
+    self.index = (faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, hnsw_m, ip) if self.dtype == 'float16'
+                  else faiss.IndexHNSWFlat(self.dim, hnsw_m, ip))
+    self.index.hnsw.efConstruction = int(ef_construction)
+    if self.dtype == 'float16': self.index.train(x[:min(len(x), 10_000)])
+    self.index.add(x)
+    self.index.hnsw.efSearch = self.ef_search = int(ef_search)
 
 # %% ../nbs/07_retrieval.ipynb #08e5ff30
 def recall_at_k(found: np.ndarray, # [n_queries, k] item indices returned by an index
@@ -169,12 +204,12 @@ def recall_at_k(found: np.ndarray, # [n_queries, k] item indices returned by an 
 
 # %% ../nbs/07_retrieval.ipynb #9ba991a9
 def supports_index(model) -> bool:
-    "Can this strategy be served from a `VectorIndex` (it has `user_vectors` and `item_matrix`)?"
+    "Can this model be served from a `VectorIndex` (it has `user_vectors` and `item_matrix`)?"
     return callable(getattr(model, 'user_vectors', None)) and callable(getattr(model, 'item_matrix', None))
 
 # %% ../nbs/07_retrieval.ipynb #63e9a520
 def top_items(index: VectorIndex, # an index over `model.item_matrix()`
-              model, # a strategy with `user_vectors` and `item_matrix`
+              model, # a model with `user_vectors` and `item_matrix`
               history: np.ndarray, # the user's item indices, oldest first
               k: int, # how many items
               exclude: np.ndarray|None=None, # item indices to leave out (e.g. the history)
@@ -184,5 +219,5 @@ def top_items(index: VectorIndex, # an index over `model.item_matrix()`
     _, ids = index.search(u, k, exclude=None if exclude is None else [exclude])
     ids = ids[0][ids[0] >= 0]
     scores = (np.asarray(model.item_matrix()[ids], dtype=np.float32) @ u[0]).astype(np.float32)
-    order = np.argsort(-scores, kind='stable')
+    order = topk(scores[None], len(scores))[0]   # best first; ties keep the index's order
     return ids[order], scores[order]

@@ -11,7 +11,7 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import DataError, atomic_write, set_seed, torch_threads, score_users, load_weights, require_files
+from .core import DataError, EarlyStopping, atomic_write, set_seed, torch_threads, score_users, load_weights, require_files
 from .data import Split, item_text, split_fingerprint
 from .baselines import EASE
 
@@ -211,13 +211,13 @@ class SequentialRecommender:
                  weight_decay: float=0.0, # AdamW weight decay
                  batch_size: int=128, # windows per step
                  epochs: int=100, # maximum epochs
-                 patience: int=3, # epochs without valid improvement before stopping
+                 patience: int|None=3, # epochs without valid improvement before stopping; None or 0: never stop
                  seed: int=0, # random seed
                  text_vectors: np.ndarray|None=None, # precomputed item text vectors (skips encoding)
                  trainable_layers: int=0, # tune the encoder's top this many layers with the recommender; 0: frozen text
                  encoder_lr: float=2e-5, # AdamW learning rate of the tuned encoder layers
                  unseen_items: str='auto', # items with no training interaction: "negative" (in the training softmax),
-                                           # "exclude" (left out, like items added later), "auto" (exclude under `cold`)
+                                           # "exclude" (left out, like items added later), "auto" (exclude under `cold` and `temporal`)
                  num_threads: int|None=1, # CPU threads while training and scoring: steps are small, so one is fastest
                  progress: bool=True, # show progress bars
                 ):
@@ -232,154 +232,188 @@ class SequentialRecommender:
         if trainable_layers and item_repr == 'id': raise DataError("an ID-only model has no encoder to tune; pass trainable_layers=0")
         self.text_vectors, self.progress, self.history, self.num_threads = text_vectors, progress, [], num_threads
 
-    def encoder(self):
-        "The text encoder of this model (loaded once)."
-        if getattr(self, '_encoder', None) is None:
-            from transferrec.encoders import load_encoder
-            c = self.config
-            self._encoder = load_encoder(c['model'], pretrained=c['pretrained'], seed=c['seed'])
-        return self._encoder
-
-    def build_network(self, split: Split):
+# %% ../nbs/06_sequential.ipynb #4e1f8a36
+@patch
+def encoder(self: SequentialRecommender):
+    "The text encoder of this model (loaded once)."
+    if getattr(self, '_encoder', None) is None:
+        from transferrec.encoders import load_encoder
         c = self.config
-        if 'text' in c['item_repr'] and self.text_vectors is None:
-            self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
-        if self.text_vectors is not None and len(self.text_vectors) != split.n_items:
-            raise DataError(f"{len(self.text_vectors)} text vectors for {split.n_items} items; encode the whole catalogue")
-        set_seed(c['seed'])
-        tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
-        self.net = SequentialModel(split.n_items, tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
+        self._encoder = load_encoder(c['model'], pretrained=c['pretrained'], seed=c['seed'])
+    return self._encoder
 
-    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
-            checkpoint: str|Path|None=None, # a file the training state is saved to after every epoch; resumed if it exists
-           ) -> 'SequentialRecommender':
-        "Train with the full softmax, early stopping on valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split, checkpoint and Path(checkpoint))
+# %% ../nbs/06_sequential.ipynb #0c7b3e94
+@patch
+def build_network(self: SequentialRecommender, split: Split): # the split to train on
+    "Encode the catalogue if needed, seed, and build a fresh `SequentialModel` as `self.net`."
+    c = self.config
+    if 'text' in c['item_repr'] and self.text_vectors is None:
+        self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
+    if self.text_vectors is not None and len(self.text_vectors) != split.n_items:
+        raise DataError(f"{len(self.text_vectors)} text vectors for {split.n_items} items; encode the whole catalogue")
+    set_seed(c['seed'])
+    tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
+    self.net = SequentialModel(split.n_items, tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
 
-    def _fit(self, split: Split, checkpoint: Path|None):
-        from transferrec.metrics import evaluate
-        c = self.config
-        self.build_network(split)
-        self.split = split
-        x, y, lengths = map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len']))
-        tower = TextTower(self.encoder(), item_text(split.dataset.items), c['trainable_layers']) if c['trainable_layers'] else None
-        groups = [{'params': list(self.net.parameters()), 'lr': c['lr']}]
-        if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
-        opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
-        gen = torch.Generator().manual_seed(c['seed'])
-        known, position = self._training_catalogue(split)   # the items the training softmax ranks
-        self.setup_loss(position[y[y >= 0]], int((position >= 0).sum()), gen)
-        state = dict(epoch=0, best=-1.0, best_state=None, best_tower=None, bad=0, history=[], seconds=0.0)
-        if checkpoint is not None and checkpoint.exists(): state = _resume(checkpoint, self, split, opt, gen, tower)
-        self.history, t0 = state['history'], time.time() - state['seconds']
-        bar = tqdm(range(state['epoch'], c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress,
-                   initial=state['epoch'], total=c['epochs'])
-        for epoch in bar:
-            if state['bad'] >= c['patience']: break
-            self.net.train(); total = 0.0
-            if tower is not None: tower.train()
-            for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
-                real = y[idx] != -100                                          # score real positions only
-                items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
-                h = self.net.encode(items[x[idx]], lengths[idx])[real]
-                loss = self.batch_loss(h, items[known], position[y[idx][real]])
-                opt.zero_grad(); loss.backward(); opt.step()
-                total += loss.item() * len(idx)
-            if tower is not None: self.net.text.copy_(tower.vectors())  # refresh every item's text vector
-            self._cache = None  # item embeddings changed this epoch
-            ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
-            self.history.append({'epoch': epoch + 1, 'train_loss': total / len(x), 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
-            bar.set_postfix(loss=f"{total / len(x):.3f}", ndcg=f"{ndcg:.4f}")
-            if ndcg > state['best']:
-                state.update(best=ndcg, best_state=copy.deepcopy(self.net.state_dict()), bad=0,
-                             best_tower=None if tower is None else copy.deepcopy(tower.state_dict()))
-            else: state['bad'] += 1
-            state.update(epoch=epoch + 1, seconds=time.time() - t0)
-            if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, state, tower)
-        self.net.load_state_dict(state['best_state'])
-        if tower is not None:  # the encoder keeps its best top layers; the catalogue's vectors are theirs
-            tower.load_state_dict(state['best_tower']); tower.eval(); self.encoder().model.eval()
-            self.text_vectors = self.net.text.numpy().copy()
+# %% ../nbs/06_sequential.ipynb #a4c8e1b9
+@patch
+@torch.inference_mode()
+def _item_matrix(self: SequentialRecommender):
+    "The item embeddings, computed once per change of the weights."
+    if getattr(self, '_cache', None) is None: self._cache = self.net.item_embeddings()
+    return self._cache
+
+@patch
+@torch.inference_mode()
+def score_histories(self: SequentialRecommender, histories: list[np.ndarray] # item index sequences, oldest first
+                   ) -> np.ndarray:
+    "Scores of every item after each history: [len(histories), n_items]."
+    with torch_threads(self.num_threads): return self._score_histories(histories)
+
+@patch
+def _score_histories(self: SequentialRecommender, histories):
+    "`score_histories` inside the caller's thread scope."
+    self.net.eval()
+    items = self._item_matrix()
+    seqs, lengths = _pad(histories, self.config['max_len'])
+    return (self.net.user_states(seqs, lengths, items) @ items.T).numpy()
+
+@patch
+def score(self: SequentialRecommender, user_indices: np.ndarray, # users to score
+          on: str='test', # the part being predicted: "valid" reads the train history, "test" train+valid
+         ) -> np.ndarray:
+    "Scores of every item for each user, reading their history up to the evaluated part."
+    training = self.net.training
+    out = score_users(self.score_histories, self.split.histories(on), user_indices)
+    self.net.train(training)
+    return out
+
+# %% ../nbs/06_sequential.ipynb #d8f4b6a3
+@patch
+def _training_catalogue(self: SequentialRecommender, split: Split) -> tuple[slice|torch.Tensor, torch.Tensor]:
+    "The item rows the training softmax ranks (a slice: all), and each item's position among them (-1: left out)."
+    mode = self.config.get('unseen_items', 'auto')
+    if mode == 'auto': mode = 'exclude' if split.protocol in ('cold', 'temporal') else 'negative'
+    if mode == 'negative': return slice(None), torch.arange(split.n_items)  # a view: no copy of the item matrix per step
+    known = torch.from_numpy(np.unique(split.train['item_idx'].to_numpy()))
+    position = torch.full((split.n_items,), -1, dtype=torch.long); position[known] = torch.arange(len(known))
+    return known, position
+
+@patch
+def setup_loss(self: SequentialRecommender, targets: torch.Tensor, n_items: int, gen: torch.Generator): # every training target, the catalogue size, the training generator
+    "Called once before training: a subclass that changes the loss prepares its statistics here."
+
+@patch
+def batch_loss(self: SequentialRecommender, h, items, y): # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
+    "The training loss: softmax cross-entropy over the full catalogue."
+    return F.cross_entropy(h @ items.T, y)
+
+# %% ../nbs/06_sequential.ipynb #3f9b2c60
+@patch
+def _fresh_text(self: SequentialRecommender, tower, inputs, targets): # the tower (or None), a batch's input windows and real targets
+    "Catalogue text vectors with this batch's items recomputed through the tuned layers (None when frozen)."
+    if tower is None: return None
+    rows = torch.unique(torch.cat([inputs.flatten(), targets]))
+    return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
+
+@patch
+def _train_epoch(self: SequentialRecommender, windows, catalogue, opt, gen, tower=None) -> float:
+    "One pass over `windows` (inputs, targets, lengths) in a random order; returns the loss summed over windows."
+    (x, y, lengths), (known, position), c = windows, catalogue, self.config
+    self.net.train(); total = 0.0
+    if tower is not None: tower.train()
+    for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
+        real = y[idx] != -100                                          # score real positions only
+        items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
+        h = self.net.encode(items[x[idx]], lengths[idx])[real]
+        loss = self.batch_loss(h, items[known], position[y[idx][real]])
+        opt.zero_grad(); loss.backward(); opt.step()
+        total += loss.item() * len(idx)
+    if tower is not None: self.net.text.copy_(tower.vectors())  # refresh every item's text vector
+    self._cache = None  # item embeddings changed this epoch
+    return total
+
+# %% ../nbs/06_sequential.ipynb #5e8c1d70
+@patch
+def fit(self: SequentialRecommender, split: Split, # the split to train on (its valid part drives early stopping)
+        checkpoint: str|Path|None=None, # a file the training state is saved to after every epoch; resumed if it exists
+       ) -> SequentialRecommender:
+    "Train with the full softmax, early stopping on valid ndcg@10."
+    with torch_threads(self.num_threads): return self._fit(split, checkpoint and Path(checkpoint))
+
+@patch
+def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
+    from transferrec.metrics import evaluate
+    c = self.config
+    self.build_network(split)
+    self.split = split
+    windows = tuple(map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len'])))
+    tower = TextTower(self.encoder(), item_text(split.dataset.items), c['trainable_layers']) if c['trainable_layers'] else None
+    groups = [{'params': list(self.net.parameters()), 'lr': c['lr']}]
+    if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
+    opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
+    gen = torch.Generator().manual_seed(c['seed'])
+    catalogue = self._training_catalogue(split)   # the items the training softmax ranks, each item's position
+    position, y = catalogue[1], windows[1]
+    self.setup_loss(position[y[y >= 0]], int((position >= 0).sum()), gen)
+    stop, loop = EarlyStopping(c['patience']), dict(epoch=0, history=[], seconds=0.0)
+    if checkpoint is not None and checkpoint.exists(): loop = _resume(checkpoint, self, split, opt, gen, stop, tower)
+    self.history, t0 = loop['history'], time.time() - loop['seconds']
+    bar = tqdm(range(loop['epoch'], c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress,
+               initial=loop['epoch'], total=c['epochs'])
+    for epoch in bar:
+        if stop.should_stop: break
+        loss = self._train_epoch(windows, catalogue, opt, gen, tower) / len(y)
+        ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
+        self.history.append({'epoch': epoch + 1, 'train_loss': loss, 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
+        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{ndcg:.4f}")
+        stop.update(ndcg, lambda: (copy.deepcopy(self.net.state_dict()),
+                                   None if tower is None else copy.deepcopy(tower.state_dict())))
+        loop.update(epoch=epoch + 1, seconds=time.time() - t0)
+        if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, stop, loop, tower)
+    best_net, best_tower = stop.best_state
+    self.net.load_state_dict(best_net)
+    if tower is not None:  # the encoder keeps its best top layers; the catalogue's vectors are theirs
+        tower.load_state_dict(best_tower); tower.eval(); self.encoder().model.eval()
+        self.text_vectors = self.net.text.numpy().copy()
+    self.net.eval()
+    self._cache = None
+    return self
+
+# %% ../nbs/06_sequential.ipynb #c2e5f0a8
+@patch
+def _need_text(self: SequentialRecommender, what: str): # what the model was asked to do
+    "Refuse, with the fix, what only a model that reads text can do."
+    if 'text' not in self.config['item_repr']:
+        raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
+
+@patch
+@torch.inference_mode()
+def score_text(self: SequentialRecommender, text: str # a description of the user, e.g. "space adventures with robots"
+              ) -> np.ndarray:
+    "Scores of every item for a user described only by text, read as a one-item history: [n_items]."
+    self._need_text("read a text description")
+    from transferrec.encoders import encode_texts
+    vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
+    with torch_threads(self.num_threads):
         self.net.eval()
-        self._cache = None
-        return self
+        h = self.net.encode(self.net.item_embeddings(vec)[None], torch.tensor([1]))[:, 0]
+        return (h @ self._item_matrix().T).numpy()[0]
 
-    def _fresh_text(self, tower, inputs, targets): # the tower (or None), a batch's input windows and real targets
-        "Catalogue text vectors with this batch's items recomputed through the tuned layers (None when frozen)."
-        if tower is None: return None
-        rows = torch.unique(torch.cat([inputs.flatten(), targets]))
-        return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
-
-    def _training_catalogue(self, split: Split) -> tuple[slice|torch.Tensor, torch.Tensor]:
-        "The item rows the training softmax ranks (a slice: all), and each item's position among them (-1: left out)."
-        mode = self.config.get('unseen_items', 'auto')
-        if mode == 'auto': mode = 'exclude' if split.protocol == 'cold' else 'negative'
-        if mode == 'negative': return slice(None), torch.arange(split.n_items)  # a view: no copy of the item matrix per step
-        known = torch.from_numpy(np.unique(split.train['item_idx'].to_numpy()))
-        position = torch.full((split.n_items,), -1, dtype=torch.long); position[known] = torch.arange(len(known))
-        return known, position
-
-    def setup_loss(self, targets: torch.Tensor, n_items: int, gen: torch.Generator): # every training target, the catalogue size, the training generator
-        "Called once before training: a subclass that changes the loss prepares its statistics here."
-
-    def batch_loss(self, h, items, y): # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
-        "The training loss: softmax cross-entropy over the full catalogue."
-        return F.cross_entropy(h @ items.T, y)
-
-    @torch.inference_mode()
-    def _item_matrix(self):
-        if getattr(self, '_cache', None) is None: self._cache = self.net.item_embeddings()
-        return self._cache
-
-    @torch.inference_mode()
-    def score_histories(self, histories: list[np.ndarray] # item index sequences, oldest first
-                       ) -> np.ndarray:
-        "Scores of every item after each history: [len(histories), n_items]."
-        with torch_threads(self.num_threads): return self._score_histories(histories)
-
-    def _score_histories(self, histories):
-        self.net.eval()
-        items = self._item_matrix()
-        seqs, lengths = _pad(histories, self.config['max_len'])
-        return (self.net.user_states(seqs, lengths, items) @ items.T).numpy()
-
-    def score(self, user_indices: np.ndarray, # users to score
-              on: str='test', # the part being predicted: "valid" reads the train history, "test" train+valid
-             ) -> np.ndarray:
-        "Scores of every item for each user, reading their history up to the evaluated part."
-        training = self.net.training
-        out = score_users(self.score_histories, self.split.histories(on), user_indices)
-        self.net.train(training)
-        return out
-
-    def _need_text(self, what: str):
-        if 'text' not in self.config['item_repr']:
-            raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
-
-    @torch.inference_mode()
-    def score_text(self, text: str # a description of the user, e.g. "space adventures with robots"
-                  ) -> np.ndarray:
-        "Scores of every item for a user described only by text, read as a one-item history: [n_items]."
-        self._need_text("read a text description")
-        from transferrec.encoders import encode_texts
-        vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
-        with torch_threads(self.num_threads):
-            self.net.eval()
-            h = self.net.encode(self.net.item_embeddings(vec)[None], torch.tensor([1]))[:, 0]
-            return (h @ self._item_matrix().T).numpy()[0]
-
-    def add_items(self, items: pd.DataFrame # new rows of the item table (item_id, title, ...)
-                 ) -> 'SequentialRecommender':
-        "Extend the catalogue with items scored from their text alone (a text+id model gives them a zero ID vector)."
-        self._need_text("score items it has never seen")
-        net = self.net
-        net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])
-        if 'id' in net.item_repr:
-            old = net.ids.weight.data
-            net.ids = nn.Embedding(len(net.text), old.shape[1])
-            net.ids.weight.data.zero_(); net.ids.weight.data[:len(old)] = old
-        net.n_items, self.text_vectors, self._cache = len(net.text), net.text.numpy(), None
-        return self
+# %% ../nbs/06_sequential.ipynb #f7b3d9e0
+@patch
+def add_items(self: SequentialRecommender, items: pd.DataFrame # new rows of the item table (item_id, title, ...)
+             ) -> SequentialRecommender:
+    "Extend the catalogue with items scored from their text alone (a text+id model gives them a zero ID vector)."
+    self._need_text("score items it has never seen")
+    net = self.net
+    net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])
+    if 'id' in net.item_repr:
+        old = net.ids.weight.data
+        net.ids = nn.Embedding(len(net.text), old.shape[1])
+        net.ids.weight.data.zero_(); net.ids.weight.data[:len(old)] = old
+    net.n_items, self.text_vectors, self._cache = len(net.text), net.text.numpy(), None
+    return self
 
 # %% ../nbs/06_sequential.ipynb #62260834
 @patch
@@ -422,14 +456,16 @@ def item_matrix(self: SequentialRecommender) -> np.ndarray:
     return self._item_matrix().numpy()
 
 # %% ../nbs/06_sequential.ipynb #40c9936d
-def _checkpoint(path: Path, model, split, opt, gen, state: dict, tower=None):
+def _checkpoint(path: Path, model, split, opt, gen, stop: EarlyStopping, loop: dict, tower=None):
     "Write the training state atomically: the previous checkpoint stays whole until the new one is complete."
-    blob = dict(state, net=model.net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state(),
+    best_state, best_tower = stop.best_state
+    blob = dict(loop, best=stop.best, best_state=best_state, best_tower=best_tower, bad=stop.bad,  # the early stopping
+                net=model.net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state(),
                 config=model.config, data=split_fingerprint(split), tower=None if tower is None else tower.state_dict())
     with atomic_write(path) as f: torch.save(blob, f)
 
-def _resume(path: Path, model, split, opt, gen, tower=None) -> dict:
-    "Restore weights, optimiser, data order and random state from a checkpoint; return the loop state."
+def _resume(path: Path, model, split, opt, gen, stop: EarlyStopping, tower=None) -> dict:
+    "Restore weights, optimiser, data order, random state and early stopping from a checkpoint; return the loop state."
     try: blob = torch.load(path, map_location='cpu', weights_only=False)
     except Exception as e:
         raise DataError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}); delete it to train from scratch") from None
@@ -440,7 +476,8 @@ def _resume(path: Path, model, split, opt, gen, tower=None) -> dict:
     model.net.load_state_dict(blob['net']); opt.load_state_dict(blob['opt'])
     if tower is not None: tower.load_state_dict(blob['tower'])
     gen.set_state(blob['gen']); torch.set_rng_state(blob['rng'])
-    return {k: blob.get(k) for k in ('epoch', 'best', 'best_state', 'best_tower', 'bad', 'history', 'seconds')}
+    stop.best, stop.bad, stop.best_state = blob.get('best'), blob.get('bad'), (blob.get('best_state'), blob.get('best_tower'))
+    return {k: blob.get(k) for k in ('epoch', 'history', 'seconds')}
 
 # %% ../nbs/06_sequential.ipynb #9a5799e6
 def plot_history(runs: dict, # name -> a fitted model with a `.history` list of dicts
@@ -482,11 +519,11 @@ class TextEASE(EASE):
         "Solve in closed form, tuning `beta` and `lambda_` on the validation part."
         if self.text_vectors is None: self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
         t = torch.nn.functional.normalize(torch.as_tensor(self.text_vectors, dtype=torch.float64), dim=1).numpy()
-        X = self._fit_matrix(split)
+        X = self.fit_matrix(split)
         G, S = np.asarray((X.T @ X).todense(), dtype=np.float64), t @ t.T
         best = None
         for beta in ([self.beta] if self.beta is not None else self.beta_grid):
-            self._fit_gram(split, G + beta * S)
+            self.fit_gram(split, G + beta * S)
             v = max(self.valid_ndcg_.values()) if self.valid_ndcg_ else 0.0
             if best is None or v > best[0]: best = (v, beta, self.B, self.lambda_fitted_)
         _, self.beta_fitted_, self.B, self.lambda_fitted_ = best
@@ -495,7 +532,11 @@ class TextEASE(EASE):
 # %% ../nbs/06_sequential.ipynb #43f0587f
 class RatingModel(nn.Module):
     "Biases plus user factors against adapted text vectors: a rating predictor."
-    def __init__(self, n_users: int, text_vectors: torch.Tensor, dim: int=32, mean: float=3.5):
+    def __init__(self, n_users: int, # users in the training data
+                 text_vectors: torch.Tensor, # [n_items, text_dim] frozen item text vectors
+                 dim: int=32, # width of the user factors and adapted item vectors
+                 mean: float=3.5, # the global mean rating, the prediction's starting point
+                ):
         super().__init__()
         self.register_buffer('text', torch.as_tensor(text_vectors, dtype=torch.float32))
         self.adaptor = MoEAdaptor(self.text.shape[1], dim, n_experts=1, dropout=0.1)
@@ -511,6 +552,7 @@ class RatingModel(nn.Module):
         return (self.mean + self.user_bias(users).squeeze(-1) + self.text_bias(t).squeeze(-1) + self.item_bias(items).squeeze(-1)
                 + (self.users(users) * self.adaptor(t)).sum(-1))
 
+# %% ../nbs/06_sequential.ipynb #1e7c4a95
 class RatingRecommender:
     "Explicit rating prediction from item text, trained with MSE, evaluated with RMSE."
     def __init__(self,
@@ -521,7 +563,7 @@ class RatingRecommender:
                  weight_decay: float=1.0, # AdamW weight decay (decoupled: scaled by lr)
                  batch_size: int=1024, # ratings per step
                  epochs: int=50, # maximum epochs
-                 patience: int=3, # epochs without valid improvement before stopping
+                 patience: int|None=3, # epochs without valid improvement before stopping; None or 0: never stop
                  seed: int=0, # random seed
                  text_vectors: np.ndarray|None=None, # precomputed item text vectors
                  num_threads: int|None=1, # CPU threads
@@ -540,31 +582,31 @@ class RatingRecommender:
         with torch.inference_mode(), torch_threads(self.num_threads):
             return self.net(*(torch.tensor(frame[c].to_numpy()) for c in ('user_idx', 'item_idx'))).numpy()
 
-    def fit(self, split: Split # a split whose interactions carry a `rating` column
-           ) -> 'RatingRecommender':
-        "Train with MSE, early stopping on validation RMSE."
-        from transferrec.metrics import rating_metrics
-        if 'rating' not in split.train: raise DataError("rating prediction needs a 'rating' column in the interactions")
-        c = self.config
-        if self.text_vectors is None: self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
-        set_seed(c['seed'])
-        tr = split.train
-        self.net = RatingModel(split.n_users, torch.as_tensor(self.text_vectors), c['dim'], float(tr['rating'].mean()))
-        u, i = (torch.tensor(tr[c].to_numpy()) for c in ('user_idx', 'item_idx'))
-        r = torch.tensor(tr['rating'].to_numpy(), dtype=torch.float32)
-        opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
-        gen, best, bad, t0 = torch.Generator().manual_seed(c['seed']), (np.inf, None), 0, time.time()
-        with torch_threads(self.num_threads):
-            for epoch in tqdm(range(c['epochs']), desc='rating (MSE)', disable=not self.progress):
-                self.net.train(); total = 0.0
-                for idx in torch.randperm(len(r), generator=gen).split(c['batch_size']):
-                    loss = F.mse_loss(self.net(u[idx], i[idx]), r[idx])
-                    opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
-                rmse = rating_metrics(split.valid['rating'].to_numpy(), self.predict(split.valid))['rmse']
-                self.history.append({'epoch': epoch + 1, 'train_loss': total / len(r), 'valid_rmse': rmse, 'seconds': time.time() - t0})
-                if rmse < best[0]: best, bad = (rmse, copy.deepcopy(self.net.state_dict())), 0
-                else:
-                    bad += 1
-                    if bad >= c['patience']: break
-        self.net.load_state_dict(best[1]); self.net.eval()
-        return self
+# %% ../nbs/06_sequential.ipynb #6a3f0d92
+@patch
+def fit(self: RatingRecommender, split: Split # a split whose interactions carry a `rating` column
+       ) -> RatingRecommender:
+    "Train with MSE, early stopping on validation RMSE."
+    from transferrec.metrics import rating_metrics
+    if 'rating' not in split.train: raise DataError("rating prediction needs a 'rating' column in the interactions")
+    c = self.config
+    if self.text_vectors is None: self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
+    set_seed(c['seed'])
+    tr = split.train
+    self.net = RatingModel(split.n_users, torch.as_tensor(self.text_vectors), c['dim'], float(tr['rating'].mean()))
+    u, i = (torch.tensor(tr[c].to_numpy()) for c in ('user_idx', 'item_idx'))
+    r = torch.tensor(tr['rating'].to_numpy(), dtype=torch.float32)
+    opt = torch.optim.AdamW(self.net.parameters(), lr=c['lr'], weight_decay=c['weight_decay'])
+    gen, stop, t0 = torch.Generator().manual_seed(c['seed']), EarlyStopping(c['patience']), time.time()
+    with torch_threads(self.num_threads):
+        for epoch in tqdm(range(c['epochs']), desc='rating (MSE)', disable=not self.progress):
+            self.net.train(); total = 0.0
+            for idx in torch.randperm(len(r), generator=gen).split(c['batch_size']):
+                loss = F.mse_loss(self.net(u[idx], i[idx]), r[idx])
+                opt.zero_grad(); loss.backward(); opt.step(); total += loss.item() * len(idx)
+            rmse = rating_metrics(split.valid['rating'].to_numpy(), self.predict(split.valid))['rmse']
+            self.history.append({'epoch': epoch + 1, 'train_loss': total / len(r), 'valid_rmse': rmse, 'seconds': time.time() - t0})
+            stop.update(-rmse, lambda: copy.deepcopy(self.net.state_dict()))   # lower RMSE is better
+            if stop.should_stop: break
+    self.net.load_state_dict(stop.best_state); self.net.eval()
+    return self

@@ -4,14 +4,13 @@
 
 # %% ../nbs/10a_transfer.ipynb #96022fe8
 from __future__ import annotations
-import copy, html, json, math, os, platform, tempfile, time
+import copy, html, math, os, tempfile, time
 from pathlib import Path
-import numpy as np, pandas as pd, scipy.sparse as sp, torch
+import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-import transferrec
-from .records import results_folder, save_record, run_recorded, load_record, describe, seed_ci, bootstrap_ci, summarize
-from .core import DataError, atomic_write
+from .records import load_record, summarize
+from .core import DataError
 from .data import Dataset, Split, load_movielens, synthetic, item_text
 from .data import split as split_dataset
 from .sequential import SequentialRecommender, item_vectors
@@ -65,6 +64,7 @@ def make_model(name: str, # one of `MODEL_NAMES`
         return SequentialRecommender('text', pretrained=False, seed=seed, text_vectors=study_vectors(ds, False, seed=seed), **train)
     return SequentialRecommender(name, seed=seed, text_vectors=study_vectors(ds), **train)
 
+# %% ../nbs/10a_transfer.ipynb #a0c1e004
 def fit_timed(model, # an unfitted model
               split: Split, # the split to fit on
              ) -> tuple[object, float]:
@@ -79,7 +79,10 @@ class WithHistories:
         self.model = model
         tr, va = split.sequences('train'), split.sequences('valid')
         self.histories = {'valid': tr, 'test': [np.concatenate([a, b]) for a, b in zip(tr, va)]}
-    def score(self, user_indices, on='test'):
+    def score(self, user_indices, # the users to score
+              on: str='test', # "valid" reads the train histories, "test" the train and valid ones
+             ) -> np.ndarray:
+        "Scores of every item for `user_indices`, from their full histories before `on`: [n, n_items]."
         if not hasattr(self.model, 'score_histories'): return self.model.score(user_indices, on=on)
         return self.model.score_histories([self.histories[on][u] for u in np.asarray(user_indices)])
 
@@ -532,6 +535,7 @@ def token_attributions(model, # a Hugging Face sequence classifier (1 logit, or 
     out.attrs.update(score=score, baseline_score=base, method=method)
     return out
 
+# %% ../nbs/10a_transfer.ipynb #a0c1e00a
 def highlight_html(tokens, # tokens in order (WordPiece "##" and GPT-2 "Ġ" pieces are joined into words)
                    scores, # one attribution per token
                    skip=('[CLS]', '[PAD]', '<s>', '<pad>', '<|endoftext|>'), # tokens not shown
@@ -626,6 +630,7 @@ def encoder_specs(extra: str|None=None, # comma-separated local model folders (d
     specs += [dict(name=f'{Path(p).name} (pretrained, local)', path=p.strip(), pretrained=True) for p in extra.split(',') if p.strip()]
     return specs
 
+# %% ../nbs/10a_transfer.ipynb #a0c1e00c
 def choose_model(cfg: dict) -> pd.DataFrame:
     "Sequential text models over different encoders (and the ID model): quality and CPU cost per protocol."
     from transferrec.encoders import load_encoder, encode_texts
@@ -655,6 +660,7 @@ def choose_model(cfg: dict) -> pd.DataFrame:
                          'encode_items_per_s': np.nan, 'protocol': p, 'fit_seconds': secs, **ev(m, sp)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/10a_transfer.ipynb #a0c1e00d
 CHOOSE_FULL = dict(data=dict(name='ml-100k'), seeds=[0], train=TRAIN_NEW_AS_NEGATIVES, protocols=['cold'], encoders=None)  # None: encoder_specs() when run
 CHOOSE_SMALL = {**CHOOSE_FULL, 'data': SMALL_DATA, 'train': TRAIN_SMALL, 'protocols': ['loo'],
                 'encoders': [s for s in encoder_specs('/nonexistent/model') if 'GPT-2' in s['name'] or 'local' in s['name']]}

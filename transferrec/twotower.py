@@ -13,14 +13,15 @@ from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 from fastcore.basics import patch
-from .core import DataError, atomic_write, torch_threads, score_users, require_files
+from .core import DataError, EarlyStopping, atomic_write, torch_threads, score_users, require_files
 from .data import Split, item_text, split_fingerprint
 from .encoders import Encoder, load_encoder, encode_texts, pool
 
 # %% auto #0
 __all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce',
-           'DualEncoder', 'PairDataset', 'PairCollator', 'KeepBest', 'ValidatingTrainer', 'last_checkpoint',
-           'TwoTowerTrainer', 'training_args', 'scratch_dir', 'freeze_layers', 'TwoTowerRecommender', 'plot_curve']
+           'DualEncoder', 'PairDataset', 'PairCollator', 'training_args', 'scratch_dir', 'freeze_layers', 'KeepBest',
+           'ValidatingTrainer', 'last_checkpoint', 'TwoTowerTrainer', 'require_positive', 'TrainerStrategy',
+           'TwoTowerRecommender', 'plot_curve']
 
 # %% ../nbs/06a_two_tower.ipynb #941f59a1
 def item_titles(items: pd.DataFrame # the item table of a dataset
@@ -94,6 +95,7 @@ class DualEncoder(nn.Module):
     def forward(self, user_input_ids, user_attention_mask, item_input_ids, item_attention_mask, **kwargs):
         return self.embed(user_input_ids, user_attention_mask), self.embed(item_input_ids, item_attention_mask)
 
+# %% ../nbs/06a_two_tower.ipynb #8a4d3c19
 def _pad_ids(seqs: list, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Right-pad token id lists to the longest one: ids and attention mask."
     width = max(1, max(len(s) for s in seqs))
@@ -122,106 +124,6 @@ class PairCollator:
         ii, im = _pad_ids([self.item_ids[i] for i in uniq], self.pad_id)
         return {'user_input_ids': ui, 'user_attention_mask': um, 'item_input_ids': ii, 'item_attention_mask': im,
                 'item_idx': torch.from_numpy(uniq), 'targets': torch.from_numpy(targets.reshape(-1))}
-
-# %% ../nbs/06a_two_tower.ipynb #0aabaca4
-class KeepBest(TrainerCallback):
-    "Early stopping on a validation metric that keeps the best weights in memory (no checkpoint files)."
-    def __init__(self, module: nn.Module, # the weights to keep
-                 metric: str='eval_ndcg@10', # higher is better
-                 patience: int|None=3): # evaluations without improvement before stopping; None: never stop
-        self.module, self.metric, self.patience = module, metric, patience
-        self.best, self.best_step, self.state_dict, self.bad = None, None, None, 0
-
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        value = (metrics or {}).get(self.metric)
-        if value is None: return
-        if self.best is None or value > self.best:
-            self.best, self.best_step, self.bad = value, state.global_step, 0
-            self.state_dict = {k: v.detach().to('cpu', copy=True) for k, v in self.module.state_dict().items()}
-        else:
-            self.bad += 1
-            if self.patience and self.bad >= self.patience: control.should_training_stop = True
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.max_steps and state.global_step >= state.max_steps: control.should_evaluate = True  # evaluate the last step too
-
-    def restore(self):
-        "Load the best weights back."
-        if self.state_dict is not None: self.module.load_state_dict(self.state_dict)
-
-TRAINER_STATE = 'transferrec_state.pt'
-
-class ValidatingTrainer(Trainer):
-    "A Trainer whose `evaluate` calls `validate()` (full-ranking ndcg@10) and records the training curve."
-    def __init__(self, *args, validate=None, fingerprint: str|None=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.validate, self.curve, self.eval_seconds = validate, [], 0.0
-        self.fingerprint, self.zero_shot = fingerprint, None   # what a resumed checkpoint must match; ndcg before training
-        self._loss_sum, self._loss_n, self.start_time = 0.0, 0, None
-
-    def _track(self, loss):
-        self._loss_sum = self._loss_sum + loss.detach().float(); self._loss_n += 1
-
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str='eval'):
-        t0 = time.perf_counter()
-        value = float(self.validate())
-        secs = time.perf_counter() - t0
-        self.eval_seconds += secs
-        metrics = {f'{metric_key_prefix}_ndcg@10': value, f'{metric_key_prefix}_seconds': secs}
-        if self.state.global_step > 0:
-            loss = float(self._loss_sum) / max(self._loss_n, 1) if self._loss_n else float('nan')
-            self._loss_sum, self._loss_n = 0.0, 0
-            self.curve.append({'step': int(self.state.global_step), 'epoch': float(self.state.epoch or 0),
-                               'train_loss': loss, 'valid_ndcg@10': value,
-                               'seconds': time.perf_counter() - (self.start_time or t0) - self.eval_seconds})
-            self.log(metrics)
-        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
-        return metrics
-
-    def _keep(self): return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, KeepBest)), None)
-
-    def _save_checkpoint(self, model, trial):
-        "The Trainer's checkpoint, then the curve and early-stopping state: written last, that file marks it complete."
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save: return
-        folder = Path(self._get_output_dir(trial=trial))/f'checkpoint-{self.state.global_step}'
-        keep = self._keep()
-        blob = {'curve': self.curve, 'eval_seconds': self.eval_seconds, 'zero_shot': self.zero_shot,
-                'fingerprint': self.fingerprint,
-                'keep': None if keep is None else {k: getattr(keep, k) for k in ('best', 'best_step', 'state_dict', 'bad')}}
-        with atomic_write(folder/TRAINER_STATE) as f: torch.save(blob, f)
-
-    def resume_from(self, checkpoint: str # a checkpoint folder written by this trainer
-                   ):
-        "Restore the curve and early-stopping state of `checkpoint`; one written for other settings or data is refused."
-        blob = torch.load(Path(checkpoint)/TRAINER_STATE, map_location='cpu', weights_only=False)
-        if blob['fingerprint'] != self.fingerprint:
-            raise DataError(f"checkpoint {str(checkpoint)!r} was written by a run with other settings or data; resume with "
-                            "the same options, or delete the checkpoint folder to train from scratch")
-        self.curve, self.eval_seconds, self.zero_shot = blob['curve'], blob['eval_seconds'], blob['zero_shot']
-        keep = self._keep()
-        if keep is not None and blob['keep']: keep.__dict__.update(blob['keep'])
-
-def last_checkpoint(folder: str|Path # a Trainer output folder
-                   ) -> str|None:
-    "The newest complete checkpoint in `folder` (one whose transferrec state was written), or None."
-    done = [p for p in Path(folder).glob('checkpoint-*') if (p/TRAINER_STATE).exists() and p.name.split('-')[-1].isdigit()]
-    return str(max(done, key=lambda p: int(p.name.split('-')[-1]))) if done else None
-
-class TwoTowerTrainer(ValidatingTrainer):
-    "The Trainer of the two-tower strategy: `compute_loss` is InfoNCE with the logQ correction."
-    def __init__(self, *args, log_q: torch.Tensor|None=None, temperature: float=0.05, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.log_q, self.temperature = log_q, temperature
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        items, targets = inputs.pop('item_idx'), inputs.pop('targets')
-        u, v = model(**inputs)
-        log_q = None if self.log_q is None else self.log_q.to(v.device)[items]
-        loss = info_nce(u, v, targets, log_q, self.temperature)
-        self._track(loss)
-        return (loss, {'user_vecs': u, 'item_vecs': v}) if return_outputs else loss
 
 # %% ../nbs/06a_two_tower.ipynb #34151369
 def training_args(output_dir: str, # scratch folder for the Trainer
@@ -256,6 +158,7 @@ def training_args(output_dir: str, # scratch folder for the Trainer
         dataloader_num_workers=0, remove_unused_columns=False, bf16=precision == 'bf16', fp16=precision == 'fp16',
         log_level='warning', **kwargs)
 
+# %% ../nbs/06a_two_tower.ipynb #1f4c6e88
 @contextlib.contextmanager
 def scratch_dir(path: str|None=None): # a folder to use as is; None: a temporary one, removed afterwards
     "The Trainer's output folder: `path`, or a temporary folder removed at the end."
@@ -265,6 +168,7 @@ def scratch_dir(path: str|None=None): # a folder to use as is; None: a temporary
     try: yield tmp
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/06a_two_tower.ipynb #5b9f03d7
 def freeze_layers(model: nn.Module, # a Hugging Face transformer
                   trainable_layers: int|None, # train only the top this many layers (embeddings frozen); None: all
                  ) -> nn.Module:
@@ -282,8 +186,243 @@ def freeze_layers(model: nn.Module, # a Hugging Face transformer
         elif 'embed' in name: p.requires_grad_(trainable_layers >= n)
     return model
 
+# %% ../nbs/06a_two_tower.ipynb #0aabaca4
+class KeepBest(TrainerCallback):
+    "Early stopping on a validation metric that keeps the best weights in memory (no checkpoint files)."
+    def __init__(self, module: nn.Module, # the weights to keep
+                 metric: str='eval_ndcg@10', # higher is better
+                 patience: int|None=3): # evaluations without improvement before stopping; None: never stop
+        self.module, self.metric, self.patience = module, metric, patience
+        self.stopping = EarlyStopping(patience)
+
+    @property
+    def best(self): return self.stopping.best            # the best value of the metric so far
+    @property
+    def best_step(self): return self.stopping.best_at    # the training step it was reached at
+    @property
+    def state_dict(self): return self.stopping.best_state   # a CPU copy of the weights at that step
+    @property
+    def bad(self): return self.stopping.bad              # evaluations since the last improvement
+
+    def copy_weights(self) -> dict:
+        "A CPU copy of the module's current weights."
+        return {k: v.detach().to('cpu', copy=True) for k, v in self.module.state_dict().items()}
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        value = (metrics or {}).get(self.metric)
+        if value is None: return
+        if not self.stopping.update(value, self.copy_weights, at=state.global_step) and self.stopping.should_stop:
+            control.should_training_stop = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.max_steps and state.global_step >= state.max_steps: control.should_evaluate = True   # evaluate the last step too
+
+    def restore(self):
+        "Load the best weights back."
+        if self.state_dict is not None: self.module.load_state_dict(self.state_dict)
+
+    def checkpoint_state(self) -> dict:
+        "What a checkpoint keeps of the early stopping: best value, its step, its weights, evaluations since."
+        return {'best': self.best, 'best_step': self.best_step, 'state_dict': self.state_dict, 'bad': self.bad}
+
+    def load_checkpoint_state(self, saved: dict): # what `checkpoint_state` returned
+        "Continue the early stopping of a checkpoint."
+        s = self.stopping
+        s.best, s.best_at, s.best_state, s.bad = saved['best'], saved['best_step'], saved['state_dict'], saved['bad']
+
+# %% ../nbs/06a_two_tower.ipynb #4d7e2f18
+class ValidatingTrainer(Trainer):
+    "A Trainer whose `evaluate` calls `validate()` (full-ranking ndcg@10) and records the training curve."
+    def __init__(self, *args,
+                 validate=None, # called with no arguments at each evaluation: the validation ndcg@10
+                 fingerprint: str|None=None, # the settings and data a resumed checkpoint must have been written for
+                 **kwargs): # the Trainer's arguments
+        super().__init__(*args, **kwargs)
+        self.validate, self.curve, self.eval_seconds = validate, [], 0.0
+        self.fingerprint, self.zero_shot = fingerprint, None   # what a resumed checkpoint must match; ndcg before training
+        self._loss_sum, self._loss_n, self.start_time = 0.0, 0, None
+
+    def track_loss(self, loss: torch.Tensor): # the loss of one training batch
+        "Add a batch's loss to the mean reported at the next evaluation."
+        self._loss_sum = self._loss_sum + loss.detach().float(); self._loss_n += 1
+
+    def train(self, *args, **kwargs):
+        "The Trainer's `train`, timed: `start_time` is when it began, `wall_seconds` how long it took."
+        self.start_time = time.perf_counter()
+        out = super().train(*args, **kwargs)
+        self.wall_seconds = time.perf_counter() - self.start_time
+        return out
+
+    def validate_untrained(self) -> float:
+        "Validate before training: the result is `zero_shot`; its time does not count in `eval_seconds`."
+        self.zero_shot = self.evaluate()['eval_ndcg@10']; self.eval_seconds = 0.0
+        return self.zero_shot
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str='eval'):
+        t0 = time.perf_counter()
+        value = float(self.validate())
+        secs = time.perf_counter() - t0
+        self.eval_seconds += secs
+        metrics = {f'{metric_key_prefix}_ndcg@10': value, f'{metric_key_prefix}_seconds': secs}
+        if self.state.global_step > 0:
+            loss = float(self._loss_sum) / max(self._loss_n, 1) if self._loss_n else float('nan')
+            self._loss_sum, self._loss_n = 0.0, 0
+            self.curve.append({'step': int(self.state.global_step), 'epoch': float(self.state.epoch or 0),
+                               'train_loss': loss, 'valid_ndcg@10': value,
+                               'seconds': time.perf_counter() - (self.start_time or t0) - self.eval_seconds})
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+# %% ../nbs/06a_two_tower.ipynb #3f6a0c92
+TRAINER_STATE = 'transferrec_state.pt'
+
+@patch
+def _keep(self: ValidatingTrainer) -> KeepBest|None:
+    return next((cb for cb in self.callback_handler.callbacks if isinstance(cb, KeepBest)), None)
+
+@patch
+def _save_checkpoint(self: ValidatingTrainer, model, trial):
+    "The Trainer's checkpoint, then the curve and early-stopping state: written last, that file marks it complete."
+    Trainer._save_checkpoint(self, model, trial)
+    if not self.args.should_save: return
+    folder = Path(self._get_output_dir(trial=trial))/f'checkpoint-{self.state.global_step}'
+    keep = self._keep()
+    blob = {'curve': self.curve, 'eval_seconds': self.eval_seconds, 'zero_shot': self.zero_shot,
+            'fingerprint': self.fingerprint, 'keep': None if keep is None else keep.checkpoint_state()}
+    with atomic_write(folder/TRAINER_STATE) as f: torch.save(blob, f)
+
+@patch
+def resume_from(self: ValidatingTrainer, checkpoint: str # a checkpoint folder written by this trainer
+               ):
+    "Restore the curve and early-stopping state of `checkpoint`; one written for other settings or data is refused."
+    blob = torch.load(Path(checkpoint)/TRAINER_STATE, map_location='cpu', weights_only=False)
+    if blob['fingerprint'] != self.fingerprint:
+        raise DataError(f"checkpoint {str(checkpoint)!r} was written by a run with other settings or data; resume with "
+                        "the same options, or delete the checkpoint folder to train from scratch")
+    self.curve, self.eval_seconds, self.zero_shot = blob['curve'], blob['eval_seconds'], blob['zero_shot']
+    keep = self._keep()
+    if keep is not None and blob['keep']: keep.load_checkpoint_state(blob['keep'])
+
+def last_checkpoint(folder: str|Path # a Trainer output folder
+                   ) -> str|None:
+    "The newest complete checkpoint in `folder` (one whose transferrec state was written), or None."
+    done = [p for p in Path(folder).glob('checkpoint-*') if (p/TRAINER_STATE).exists() and p.name.split('-')[-1].isdigit()]
+    return str(max(done, key=lambda p: int(p.name.split('-')[-1]))) if done else None
+
+# %% ../nbs/06a_two_tower.ipynb #6b4f2d93
+class TwoTowerTrainer(ValidatingTrainer):
+    "The Trainer of the two-tower strategy: `compute_loss` is InfoNCE with the logQ correction."
+    def __init__(self, *args,
+                 log_q: torch.Tensor|None=None, # [n_items] log sampling probability of each item; None: no correction
+                 temperature: float=0.05, # softmax temperature
+                 **kwargs): # the arguments of `ValidatingTrainer`
+        super().__init__(*args, **kwargs)
+        self.log_q, self.temperature = log_q, temperature
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        items, targets = inputs.pop('item_idx'), inputs.pop('targets')
+        u, v = model(**inputs)
+        log_q = None if self.log_q is None else self.log_q.to(v.device)[items]
+        loss = info_nce(u, v, targets, log_q, self.temperature)
+        self.track_loss(loss)
+        return (loss, {'user_vecs': u, 'item_vecs': v}) if return_outputs else loss
+
+# %% ../nbs/06a_two_tower.ipynb #2e9d7a41
+def require_positive(**values): # name=value of options that must be positive integers
+    "Raise a `DataError` naming the first option that is not a positive integer."
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise DataError(f"{name} must be a positive integer, got {v!r}")
+
+class TrainerStrategy:
+    "What the strategies trained with the `Trainer` share: `fit`, the validation users and metric, the training run."
+    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
+            checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
+           ):
+        "Train on `split` with the strategy's torch threads (see `train_on`), early stopping on valid ndcg@10."
+        with torch_threads(self.num_threads):
+            if len(split.valid) == 0: raise DataError("the split has no validation interactions; early stopping needs them")
+            return self.train_on(split, checkpoint)
+
+    def train_on(self, split: Split, checkpoint=None):
+        "The strategy's training (what `fit` runs): each strategy defines it."
+        raise NotImplementedError
+
+    def sample_valid_users(self, split: Split # the split being trained on
+                          ) -> np.ndarray:
+        "The users validated on: every user with a validation item, or a seeded sample of `eval_users` of them."
+        c = self.config
+        valid_users = np.flatnonzero(np.asarray(split.matrix('valid').sum(1)).ravel() > 0)
+        if c['eval_users'] and c['eval_users'] < len(valid_users):
+            valid_users = np.sort(np.random.default_rng(c['seed']).choice(valid_users, c['eval_users'], replace=False))
+        self._valid_users = valid_users
+        return valid_users
+
+    def validate(self) -> float:
+        "Full-ranking ndcg@10 on the validation users: what early stopping watches."
+        from transferrec.metrics import evaluate
+        with self._scoring('valid'):
+            return evaluate(self, self.split, k=10, on='valid', metrics=['ndcg'], users=self._valid_users)['ndcg@10']
+
+    @contextlib.contextmanager
+    def _scoring(self, on):
+        old = getattr(self, '_on', None); self._on = on
+        try: yield
+        finally: self._on = old
+
+    def scored_part(self, on: str|None # "valid", "test", or None: the part being validated, else "test"
+                   ) -> str:
+        "The part `score` predicts: `on`, else the validation part while validating, else 'test'."
+        on = on or getattr(self, '_on', None) or 'test'
+        if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
+        return on
+
+# %% ../nbs/06a_two_tower.ipynb #8c5a1e47
+@patch
+def train_with(self: TrainerStrategy,
+               trainer_class: type, # a `ValidatingTrainer` subclass: its `compute_loss` is the strategy's loss
+               module: nn.Module, # the weights trained; `KeepBest` keeps their best state
+               train_dataset, # the training examples (their number is `n_pairs_`)
+               collator, # turns a list of examples into a batch
+               split: Split, # the split trained on (its fingerprint guards resumed checkpoints)
+               checkpoint: str|Path|None=None, # a folder for resumable checkpoints; resumed from if it holds one
+               zero_shot: bool=False, # validate the untrained model first (it competes for the best) and report it
+               reference: dict|None=None, # other validation scores to report in `train_stats_`, e.g. the retriever's
+               **trainer_kwargs): # more arguments of `trainer_class`
+    "Train `module` with the Trainer, early stopping on valid ndcg@10 and keeping the best weights."
+    c = self.config
+    self.n_pairs_ = len(train_dataset)
+    keep = KeepBest(module, 'eval_ndcg@10', c['patience'])
+    with scratch_dir(checkpoint or self.output_dir) as out:
+        args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
+                             c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
+                             c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
+        trainer = trainer_class(model=module, args=args, train_dataset=train_dataset, eval_dataset=self._valid_users,
+                                data_collator=collator, callbacks=[keep], validate=self.validate,
+                                fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}", **trainer_kwargs)
+        if not self.progress: trainer.remove_callback(PrinterCallback)
+        resume = last_checkpoint(out) if checkpoint else None
+        if resume: trainer.resume_from(resume)
+        elif zero_shot: trainer.validate_untrained()
+        if zero_shot: self.zero_shot_ = trainer.zero_shot
+        trainer.train(resume_from_checkpoint=resume)
+        keep.restore()
+        self.history = trainer.curve
+        steps = int(trainer.state.global_step)
+        train_s = max(trainer.wall_seconds - trainer.eval_seconds, 1e-9)
+        stats = {'steps': steps, 'pairs': self.n_pairs_, 'best_step': int(keep.best_step or 0),
+                 'best_valid_ndcg@10': float(keep.best)}
+        if zero_shot: stats['zero_shot_valid_ndcg@10'] = float(self.zero_shot_)
+        self.train_stats_ = {**stats, **(reference or {}), 'train_seconds': train_s, 'eval_seconds': trainer.eval_seconds,
+                             'samples_per_second': steps * args.train_batch_size * args.gradient_accumulation_steps
+                                                   * max(1, args.world_size) / train_s}
+        del trainer
+    return self
+
 # %% ../nbs/06a_two_tower.ipynb #0686a560
-class TwoTowerRecommender:
+class TwoTowerRecommender(TrainerStrategy):
     "The encoder fine-tuned contrastively: user history titles vs next-item text, retrieval by dot product."
     def __init__(self,
                  model: str|None=None, # encoder: HF name or local path (default: offline all-MiniLM-L6-v2)
@@ -314,10 +453,8 @@ class TwoTowerRecommender:
                  num_threads: int|None=None, # torch CPU threads while training and scoring; None: torch's default
                  progress: bool=True, # show progress bars
                 ):
-        for name, v in (('history_items', history_items), ('user_max_length', user_max_length),
-                        ('item_max_length', item_max_length), ('batch_size', batch_size), ('eval_steps', eval_steps)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise DataError(f"{name} must be a positive integer, got {v!r}")
+        require_positive(history_items=history_items, user_max_length=user_max_length, item_max_length=item_max_length,
+                         batch_size=batch_size, eval_steps=eval_steps)
         if not temperature > 0: raise DataError(f"temperature must be positive, got {temperature!r}")
         self.config = dict(model=None if model is None else str(model), pretrained=pretrained, pooling=pooling,
                            history_items=history_items, user_max_length=user_max_length,
@@ -330,135 +467,128 @@ class TwoTowerRecommender:
         self.output_dir, self.num_threads, self.progress, self.history = output_dir, num_threads, progress, []
         self.encoder, self.split = None, None
 
-    # -- texts and vectors ---------------------------------------------------------------------------------------
-    def _encode(self, texts, max_length):
-        c = self.config
-        with torch_threads(self.num_threads):
-            return encode_texts(texts, self.encoder, batch_size=c['eval_batch_size'], normalize=True,
-                                max_length=max_length, cache_dir=False, progress=False)
-
-    def refresh_items(self) -> np.ndarray:
-        "Re-encode the catalogue with the current weights: the cached item vectors [n_items, dim]."
-        self.item_vectors_ = self._encode(self._item_texts, self.config['item_max_length'])
-        return self.item_vectors_
-
-    def _check_fitted(self):
-        if self.encoder is None or getattr(self, 'item_vectors_', None) is None:
-            raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
-
-    def user_vectors(self, histories: list # item index sequences, oldest first
-                    ) -> np.ndarray:
-        "Normalised user-tower vectors of histories [len, dim]."
-        self._check_fitted()
-        texts = [history_text(self._titles, h, self.config['history_items']) for h in histories]
-        return self._encode(texts, self.config['user_max_length'])
-
-    # -- training ------------------------------------------------------------------------------------------------
-    def _load(self):
-        c = self.config
-        was = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()
-        try: self.encoder = load_encoder(c['model'], pretrained=c['pretrained'], pooling=c['pooling'], seed=c['seed'])
-        finally: hf_logging.set_verbosity(was)
-        freeze_layers(self.encoder.model, c['trainable_layers'])
-
-    def _validate(self) -> float:
-        "Re-encode the catalogue and return ndcg@10 on the validation users."
-        from transferrec.metrics import evaluate
-        self.refresh_items()
-        with self._scoring('valid'):
-            return evaluate(self, self.split, k=10, on='valid', metrics=['ndcg'], users=self._valid_users)['ndcg@10']
-
-    @contextlib.contextmanager
-    def _scoring(self, on):
-        old = getattr(self, '_on', None); self._on = on
-        try: yield
-        finally: self._on = old
-
-    def fit(self, split: Split, # the split to train on (its valid part drives early stopping)
-            checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
-           ) -> 'TwoTowerRecommender':
-        "Fine-tune the encoder with the HF Trainer, early stopping on valid ndcg@10."
-        with torch_threads(self.num_threads): return self._fit(split, checkpoint)
-
-    def _fit(self, split, checkpoint=None):
-        c = self.config
-        if len(split.valid) == 0: raise DataError("the split has no validation interactions; early stopping needs them")
-        self._load()
-        tok = self.encoder.tokenizer
-        self.split, self.history = split, []
-        self._titles, self._item_texts = item_titles(split.dataset.items), item_text(split.dataset.items, c['template'])
-        self._histories = split.histories('valid')
-        users, pos = next_item_pairs(self._histories, c['max_pairs'], c['seed'])
-        targets = np.array([self._histories[u][t] for u, t in zip(users, pos)], dtype=np.int64)
-        user_texts = [history_text(self._titles, self._histories[u][:t], c['history_items']) for u, t in zip(users, pos)]
-        umax, imax = min(c['user_max_length'], self.encoder.max_length), min(c['item_max_length'], self.encoder.max_length)
-        user_ids = tok(user_texts, truncation=True, max_length=umax, padding=False)['input_ids']
-        item_ids = tok(self._item_texts, truncation=True, max_length=imax, padding=False)['input_ids']
-        counts = np.bincount(targets, minlength=split.n_items).astype(np.float64)
-        log_q = torch.tensor(np.log(np.maximum(counts, 1.0) / len(targets)), dtype=torch.float32) if c['logq'] else None
-        valid_users = np.flatnonzero(np.asarray(split.matrix('valid').sum(1)).ravel() > 0)
-        if c['eval_users'] and c['eval_users'] < len(valid_users):
-            valid_users = np.sort(np.random.default_rng(c['seed']).choice(valid_users, c['eval_users'], replace=False))
-        self._valid_users, self.n_pairs_ = valid_users, len(targets)
-        net = DualEncoder(self.encoder.model, self.encoder.pooling)
-        keep = KeepBest(net, 'eval_ndcg@10', c['patience'])
-        with scratch_dir(checkpoint or self.output_dir) as out:
-            args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
-                                 c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
-                                 c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
-            trainer = TwoTowerTrainer(model=net, args=args, train_dataset=PairDataset(user_ids, targets),
-                                      eval_dataset=valid_users, data_collator=PairCollator(item_ids, tok.pad_token_id or 0),
-                                      callbacks=[keep], validate=self._validate, log_q=log_q, temperature=c['temperature'],
-                                      fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}")
-            if not self.progress: trainer.remove_callback(PrinterCallback)
-            resume = last_checkpoint(out) if checkpoint else None
-            if resume: trainer.resume_from(resume)
-            else: trainer.zero_shot = trainer.evaluate()['eval_ndcg@10']; trainer.eval_seconds = 0.0   # before training
-            self.zero_shot_ = trainer.zero_shot
-            trainer.start_time = t0 = time.perf_counter()
-            trainer.train(resume_from_checkpoint=resume)
-            total = time.perf_counter() - t0
-            keep.restore()
-            self.history = trainer.curve
-            steps = int(trainer.state.global_step)
-            train_s = max(total - trainer.eval_seconds, 1e-9)
-            self.train_stats_ = {'steps': steps, 'pairs': self.n_pairs_, 'best_step': int(keep.best_step or 0),
-                                 'best_valid_ndcg@10': float(keep.best), 'zero_shot_valid_ndcg@10': float(self.zero_shot_),
-                                 'train_seconds': train_s, 'eval_seconds': trainer.eval_seconds,
-                                 'samples_per_second': steps * args.train_batch_size * args.gradient_accumulation_steps
-                                                        * max(1, args.world_size) / train_s}
-            del trainer
-        self.encoder.model.eval()
-        self.refresh_items()
-        return self
-
-    # -- scoring -------------------------------------------------------------------------------------------------
-    def score_histories(self, histories: list # item index sequences, oldest first
-                       ) -> np.ndarray:
-        "Cosine scores of every item after each history: [len(histories), n_items]."
-        return self.user_vectors(histories) @ self.item_vectors_.T
-
-    def score(self, user_indices: np.ndarray, # users to score
-              on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
-             ) -> np.ndarray:
-        "Scores of every item for each user, reading their history up to the evaluated part."
-        self._check_fitted()
-        on = on or getattr(self, '_on', None) or 'test'
-        if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
-        return score_users(self.score_histories, self.split.histories(on), user_indices)
-
-    def score_text(self, text: str # a description of the user, e.g. "space adventures with robots"
-                  ) -> np.ndarray:
-        "Scores of every item for a user described only by text: [n_items]."
-        self._check_fitted()
-        if not isinstance(text, str): raise DataError(f"text must be a string, got {type(text).__name__}")
-        return (self._encode([text], self.config['user_max_length']) @ self.item_vectors_.T)[0]
-
     def __repr__(self):
         c = self.config
         return (f"TwoTowerRecommender(model={c['model'] or 'all-MiniLM-L6-v2'}, pretrained={c['pretrained']}, "
                 f"tau={c['temperature']}, logq={c['logq']}, batch={c['batch_size']}, "
                 f"{'fitted' if getattr(self, 'item_vectors_', None) is not None else 'not fitted'})")
+
+# %% ../nbs/06a_two_tower.ipynb #9c3e6a14
+@patch
+def load_model(self: TwoTowerRecommender) -> TwoTowerRecommender:
+    "Load the encoder (pretrained, or the same architecture with random weights) and freeze its lower layers."
+    c = self.config
+    was = hf_logging.get_verbosity(); hf_logging.set_verbosity_error()
+    try: self.encoder = load_encoder(c['model'], pretrained=c['pretrained'], pooling=c['pooling'], seed=c['seed'])
+    finally: hf_logging.set_verbosity(was)
+    freeze_layers(self.encoder.model, c['trainable_layers'])
+    return self
+
+@patch
+def read_items(self: TwoTowerRecommender, items: pd.DataFrame): # the item table
+    "Keep the titles (for history texts) and the texts (for the item tower) of a catalogue."
+    self._titles, self._item_texts = item_titles(items), item_text(items, self.config['template'])
+
+@patch
+def _encode(self: TwoTowerRecommender, texts, max_length):
+    c = self.config
+    with torch_threads(self.num_threads):
+        return encode_texts(texts, self.encoder, batch_size=c['eval_batch_size'], normalize=True,
+                            max_length=max_length, cache_dir=False, progress=False)
+
+@patch
+def refresh_items(self: TwoTowerRecommender) -> np.ndarray:
+    "Re-encode the catalogue with the current weights: the cached item vectors [n_items, dim]."
+    self.item_vectors_ = self._encode(self._item_texts, self.config['item_max_length'])
+    return self.item_vectors_
+
+@patch
+def _check_fitted(self: TwoTowerRecommender):
+    if self.encoder is None or getattr(self, 'item_vectors_', None) is None:
+        raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
+
+@patch
+def user_vectors(self: TwoTowerRecommender, histories: list # item index sequences, oldest first
+                ) -> np.ndarray:
+    "Normalised user-tower vectors of histories [len, dim]."
+    self._check_fitted()
+    texts = [history_text(self._titles, h, self.config['history_items']) for h in histories]
+    return self._encode(texts, self.config['user_max_length'])
+
+# %% ../nbs/06a_two_tower.ipynb #2d5f9b70
+@patch
+def score_histories(self: TwoTowerRecommender, histories: list # item index sequences, oldest first
+                   ) -> np.ndarray:
+    "Cosine scores of every item after each history: [len(histories), n_items]."
+    return self.user_vectors(histories) @ self.item_vectors_.T
+
+@patch
+def score(self: TwoTowerRecommender, user_indices: np.ndarray, # users to score
+          on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
+         ) -> np.ndarray:
+    "Scores of every item for each user, reading their history up to the evaluated part."
+    self._check_fitted()
+    on = self.scored_part(on)
+    return score_users(self.score_histories, self.split.histories(on), user_indices)
+
+@patch
+def score_text(self: TwoTowerRecommender, text: str # a description of the user, e.g. "space adventures with robots"
+              ) -> np.ndarray:
+    "Scores of every item for a user described only by text: [n_items]."
+    self._check_fitted()
+    if not isinstance(text, str): raise DataError(f"text must be a string, got {type(text).__name__}")
+    return (self._encode([text], self.config['user_max_length']) @ self.item_vectors_.T)[0]
+
+# %% ../nbs/06a_two_tower.ipynb #0686b7e2
+@patch
+def validate(self: TwoTowerRecommender) -> float:
+    "Re-encode the catalogue and return ndcg@10 on the validation users."
+    self.refresh_items()
+    return TrainerStrategy.validate(self)
+
+@patch
+def train_on(self: TwoTowerRecommender, split: Split, # the split to train on (its valid part drives early stopping)
+             checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints; resumed from if it holds one
+            ) -> TwoTowerRecommender:
+    "Fine-tune the encoder with the HF Trainer, early stopping on valid ndcg@10 (`fit` runs it)."
+    c = self.config
+    self.load_model()
+    tok = self.encoder.tokenizer
+    self.split, self.history = split, []
+    self.read_items(split.dataset.items)
+    histories = split.histories('valid')
+    users, pos = next_item_pairs(histories, c['max_pairs'], c['seed'])
+    targets = np.array([histories[u][t] for u, t in zip(users, pos)], dtype=np.int64)
+    user_texts = [history_text(self._titles, histories[u][:t], c['history_items']) for u, t in zip(users, pos)]
+    umax, imax = min(c['user_max_length'], self.encoder.max_length), min(c['item_max_length'], self.encoder.max_length)
+    user_ids = tok(user_texts, truncation=True, max_length=umax, padding=False)['input_ids']
+    item_ids = tok(self._item_texts, truncation=True, max_length=imax, padding=False)['input_ids']
+    counts = np.bincount(targets, minlength=split.n_items).astype(np.float64)
+    log_q = torch.tensor(np.log(np.maximum(counts, 1.0) / len(targets)), dtype=torch.float32) if c['logq'] else None
+    self.sample_valid_users(split)
+    self.train_with(TwoTowerTrainer, DualEncoder(self.encoder.model, self.encoder.pooling), PairDataset(user_ids, targets),
+                    PairCollator(item_ids, tok.pad_token_id or 0), split, checkpoint, zero_shot=True,
+                    log_q=log_q, temperature=c['temperature'])
+    self.encoder.model.eval()
+    self.refresh_items()
+    return self
+
+# %% ../nbs/06a_two_tower.ipynb #f762f485
+def plot_curve(model, # a fitted model with `.history` (dicts with step, train_loss, valid_ndcg@10)
+               title: str='', # figure title
+              ):
+    "Training loss and validation ndcg@10 against the training step."
+    import matplotlib.pyplot as plt
+    h = pd.DataFrame(model.history)
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3))
+    ax[0].plot(h['step'], h['train_loss'], marker='o'); ax[0].set(xlabel='step', ylabel='training loss', title='Loss')
+    ax[1].plot(h['step'], h['valid_ndcg@10'], marker='o', label='fine-tuned')
+    zs = getattr(model, 'zero_shot_', None)
+    if zs is not None: ax[1].axhline(zs, ls='--', color='gray', label='zero-shot')
+    ax[1].set(xlabel='step', ylabel='valid ndcg@10', title='Validation'); ax[1].legend()
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/06a_two_tower.ipynb #db200a73
 @patch
@@ -499,20 +629,3 @@ TWO_TOWER_TUTORIAL = dict(history_items=5, user_max_length=64, item_max_length=3
                           warmup_steps=0.1, patience=2)
 TWO_TOWER_GPU = dict(history_items=10, user_max_length=128, item_max_length=64, batch_size=256, num_train_epochs=5,
                      eval_steps=200, lr=5e-5, warmup_steps=0.05, patience=3, precision='auto', eval_batch_size=512)
-
-# %% ../nbs/06a_two_tower.ipynb #f762f485
-def plot_curve(model, # a fitted model with `.history` (dicts with step, train_loss, valid_ndcg@10)
-               title: str='', # figure title
-              ):
-    "Training loss and validation ndcg@10 against the training step."
-    import matplotlib.pyplot as plt
-    h = pd.DataFrame(model.history)
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3))
-    ax[0].plot(h['step'], h['train_loss'], marker='o'); ax[0].set(xlabel='step', ylabel='training loss', title='Loss')
-    ax[1].plot(h['step'], h['valid_ndcg@10'], marker='o', label='fine-tuned')
-    zs = getattr(model, 'zero_shot_', None)
-    if zs is not None: ax[1].axhline(zs, ls='--', color='gray', label='zero-shot')
-    ax[1].set(xlabel='step', ylabel='valid ndcg@10', title='Validation'); ax[1].legend()
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
