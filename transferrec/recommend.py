@@ -14,6 +14,7 @@ from .data import Dataset, Split, split_fingerprint
 from .sequential import SequentialRecommender
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
 from .crossencoder import CrossEncoderReranker
+from .metrics import topk
 from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
 
 # %% auto #0
@@ -117,8 +118,7 @@ def _top_scores(scores: np.ndarray, # scores of every item for one user
     if exclude_seen and len(hist): ranked[hist] = -np.inf
     if skip is not None: ranked[skip] = -np.inf
     k = min(k, int(np.isfinite(ranked).sum()))
-    top = np.argpartition(-ranked, k - 1)[:k] if k < len(ranked) else np.arange(len(ranked))
-    top = top[np.argsort(-ranked[top], kind='stable')]
+    top = topk(ranked[None], k)[0]   # ties go to the lower item index, as in evaluation
     return top, scores[top]
 
 # %% ../nbs/08_recommend.ipynb #bcfdad5f
