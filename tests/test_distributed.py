@@ -1,21 +1,49 @@
-"Training through the HF Trainer runs under torchrun with two CPU processes (gloo) and matches a single process."
+"""Training through the HF Trainer runs under torchrun with two CPU processes (gloo) and matches a single process.
+
+What "matches" can mean at this size. The two-process run cannot equal the one-process run: its in-batch negatives come
+from a local batch of 16 instead of 32 and its data order differs, so it lands on another optimum, as another seed
+would. Measured with this worker (seeds 0-4, tiny BERT, 120 users, 40 steps, 2-core CPU), test ndcg@10:
+
+    seed          0       1       2       3       4      mean +- sd
+    1 process   0.1905  0.1803  0.1716  0.2042  0.1533   0.1800 +- 0.0193
+    2 processes 0.1920  0.1988  0.2206  0.1998  0.1770   0.1976 +- 0.0158
+    difference  +0.8%   +10.3%  +28.5%  -2.2%   +15.4%   (valid ndcg@10: -1.6%, +16.5%, -1.2%, +16.3%, +16.0%)
+
+So "within 5%" (the README's target, benchmarks/report.py) holds for seed 0, the one the benchmark runs, and not for
+seeds 1, 2 and 4: at this size one seed's difference is as large as the seed-to-seed spread of a single process
+(sd 0.019 = 11%). What the test asserts instead, each of which fails when distributed training is broken:
+- the same number of optimizer steps with the same global batch (each pair seen once per epoch across both ranks);
+- both ranks end with identical weights (DDP's all-reduce keeps them in sync; ranks training apart would differ);
+- both runs learn (well above the untrained encoder);
+- test and valid ndcg@10 differ by at most QUALITY_TOLERANCE = 0.06, the largest difference seen over the five seeds
+  (0.049) plus a margin; about 3 single-process seed standard deviations.
+
+Mutation check, tried by hand: the worker run under torchrun with a DDP communication hook that returns each rank's own
+gradient (no all-reduce). The ranks' item vectors then differ by up to 0.38 and the sync assertion fails; test ndcg@10
+was 0.1412 against 0.1905, a difference of 0.049 that the quality tolerance alone would have let through."""
 import json, os, socket, subprocess, sys, textwrap
+import numpy as np
 import pytest
+
+QUALITY_TOLERANCE = 0.06
 
 WORKER = textwrap.dedent('''
     import json, os, sys, time
-    import torch
+    import numpy as np, torch
     from transferrec.data import split, synthetic
     from transferrec.metrics import evaluate
     from transferrec.twotower import TwoTowerRecommender
     model, out, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    seed = int(sys.argv[4]) if len(sys.argv) > 4 else 0
     torch.set_num_threads(1)
     data = split(synthetic(n_users=120, n_items=100, interactions_per_user=15, seed=3), 'loo')
     t0 = time.perf_counter()
     rec = TwoTowerRecommender(model=model, history_items=5, user_max_length=32, item_max_length=16, batch_size=batch,
                               max_steps=40, eval_steps=20, lr=2e-3, temperature=0.1, warmup_steps=0, patience=None,
-                              eval_batch_size=256, num_threads=1, progress=False, seed=0).fit(data)
-    if int(os.environ.get('RANK', 0)) == 0:
+                              eval_batch_size=256, num_threads=1, progress=False, seed=seed).fit(data)
+    rank = int(os.environ.get('RANK', 0))
+    np.save(f'{out}.rank{rank}.npy', rec.item_vectors_)        # every rank's final item vectors
+    if rank == 0:
         json.dump({'world_size': int(os.environ.get('WORLD_SIZE', 1)), 'seconds': time.perf_counter() - t0,
                    'distributed': torch.distributed.is_available() and torch.distributed.is_initialized(),
                    'backend': torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
@@ -45,9 +73,10 @@ def test_torchrun_two_processes_match_one(tiny_bert, tmp_path):
     one, two = json.loads(single.read_text()), json.loads(multi.read_text())
     assert not one['distributed'] and two['distributed'] and two['world_size'] == 2 and two['backend'] == 'gloo'
     assert one['steps'] == two['steps'] == 40                       # same global batch: same number of optimizer steps
+    rank0, rank1 = (np.load(f'{multi}.rank{r}.npy') for r in (0, 1))
+    np.testing.assert_allclose(rank0, rank1, atol=1e-6)             # the ranks trained one model, not two
     for r in (one, two):                                             # both learned: well above the untrained encoder
         assert r['best_valid_ndcg@10'] > r['zero_shot_valid_ndcg@10'] + 0.05, r
-    # same quality: the two-process run sees each pair once per epoch like the single one, but in-batch negatives come
-    # from the local batch of 16 (not 32) and the data order differs, so the metrics agree within a tolerance
-    assert abs(one['best_valid_ndcg@10'] - two['best_valid_ndcg@10']) < 0.08, (one, two)
-    assert abs(one['test_ndcg@10'] - two['test_ndcg@10']) < 0.08, (one, two)
+    # same quality within the seed-to-seed spread of this size (see the module docstring; 5% cannot be asserted here)
+    assert abs(one['best_valid_ndcg@10'] - two['best_valid_ndcg@10']) <= QUALITY_TOLERANCE, (one, two)
+    assert abs(one['test_ndcg@10'] - two['test_ndcg@10']) <= QUALITY_TOLERANCE, (one, two)
