@@ -64,7 +64,7 @@ def process(src:str, dst:str, syms:dict) -> dict:
     from nbdev.process import NBProcessor, Processor
     from nbdev.frontmatter import FrontmatterProc
     from nbdev import processors as P
-    from nbdev.processors import _is_showdoc, _do_eval, _default_exp
+    from nbdev.processors import _is_showdoc, _default_exp
     from apidoc import make_show_doc, label
     t0, c0, src = time.time(), time.process_time(), Path(src)
     warnings.filterwarnings('ignore', message='Found cells containing imports')   # nbdev's hint for stored notebooks
@@ -95,7 +95,9 @@ def process(src:str, dst:str, syms:dict) -> dict:
             if cell.directives_.get('eval:', [''])[0].lower() == 'false': return
             if 'nbdev_export' + '()' in cell.source: return
             showdoc = _is_showdoc(cell)
-            if stored and not (self.nb.has_docs_ and (showdoc or _do_eval(cell))): return
+            exported = bool({'export', 'exports', 'exporti'} & cell.directives_.keys())
+            # a notebook stored with outputs is shown as stored: only the module's own cells run, for show_doc
+            if stored and not (self.nb.has_docs_ and (showdoc or exported)): return
             if showdoc: self.k.user_ns['show_doc'] = show_doc
             cell.outputs = []
             self.k.cell(cell)
