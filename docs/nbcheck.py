@@ -284,7 +284,8 @@ def main(argv=None) -> int:
     else:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(n, mp_context=mp.get_context('fork')) as ex:
+        # a fresh process per notebook: no global state (pandas display options, rcParams, torch threads) leaks between them
+        with ProcessPoolExecutor(n, mp_context=mp.get_context('forkserver'), max_tasks_per_child=1) as ex:
             futs = {ex.submit(check_nb, f, **kw): f for f in files}
             for fut in as_completed(futs):
                 try: r = fut.result()
