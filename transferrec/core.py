@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f21c0cfd
 from __future__ import annotations
-import contextlib, os, platform, shutil, tempfile
+import contextlib, os, platform, shutil, socket, tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 import numpy as np, pandas as pd, torch
@@ -12,7 +12,7 @@ import transferrec
 
 # %% auto #0
 __all__ = ['DataError', 'atomic_write', 'atomic_dir', 'load_weights', 'require_files', 'set_seed', 'torch_threads', 'score_users',
-           'EarlyStopping', 'machine_info', 'full_size', 'Strategy', 'missing_methods']
+           'EarlyStopping', 'machine_info', 'free_port', 'full_size', 'Strategy', 'missing_methods']
 
 # %% ../nbs/00_core.ipynb #133ed592
 class DataError(ValueError):
@@ -131,6 +131,12 @@ def machine_info() -> dict:
     return {'platform': platform.platform(), 'machine': platform.machine(), 'cpu_count': os.cpu_count(),
             'python': platform.python_version(), 'torch': torch.__version__, 'transformers': transformers.__version__,
             'transferrec': transferrec.__version__, 'torch_threads': torch.get_num_threads()}
+
+# %% ../nbs/00_core.ipynb #ec90a466
+def free_port(host: str='127.0.0.1' # the interface to bind
+             ) -> int:
+    "A TCP port nothing listens on now (for a local server or torchrun's rendezvous)."
+    with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
 
 # %% ../nbs/00_core.ipynb #40a7b05b
 def full_size() -> bool:
