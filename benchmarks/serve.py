@@ -24,9 +24,8 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMER
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import numpy as np
 import httpx
-from transferrec.core import atomic_write, machine_info
+from transferrec.core import atomic_write, free_port, machine_info
 from transferrec.recommend import Recommender, reason_quality
-from transferrec.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {'single_p50_ms': 5.0, 'concurrent_rps': 400.0, 'concurrent_p99_ms': 100.0, 'server_errors': 0,

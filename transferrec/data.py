@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_data.ipynb #14fbf8e9
 from __future__ import annotations
-import io, os, re, time, zlib, string, zipfile, hashlib, tempfile, contextlib, unicodedata, urllib.request, warnings
+import io, os, re, bz2, gzip, lzma, stat, time, zlib, errno, codecs, string, zipfile, hashlib, tempfile, contextlib
+import unicodedata, urllib.request, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import scipy.sparse as sp
@@ -27,6 +28,49 @@ def _index_of(index: pd.Index, ids, kind: str) -> np.ndarray:
                         f"e.g. {list(index[:3])}); pass ids that appear in the data")
     return pos.astype(np.int64)
 
+def _kind(value) -> str:
+    "How an unexpected argument reads in a message: 'None', 'a DataFrame', 'an int'."
+    if value is None: return 'None'
+    name = type(value).__name__
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+def _expect(value, types, what: str, fix: str) -> None:
+    "A `DataError` saying what was expected, what came and the fix, unless `value` is one of `types`."
+    if not isinstance(value, types): raise DataError(f"{what}, got {_kind(value)}; {fix}")
+
+def _check_frame(frame, what: str, keys: tuple=(), optional: bool=True) -> None:
+    "A `DataError` unless `frame` is a DataFrame (or None when `optional`) with the `keys` columns."
+    if frame is None and optional: return
+    fix = ("that looks like a path: read files with load_csv()" if isinstance(frame, (str, os.PathLike)) else
+           "build one with pandas (pd.DataFrame(...), pd.read_csv(...))")
+    _expect(frame, pd.DataFrame, f"the {what} must be a pandas DataFrame{' or None' if optional else ''}", fix)
+    if lack := [k for k in keys if k not in frame.columns]:
+        raise DataError(f"the {what} {'lack' if what.endswith('s') else 'lacks'} column(s) {lack}; found {list(frame.columns)}; rename them, or let "
+                        "from_dataframes(..., columns={'your_name': '" + lack[0] + "'}) do it")
+
+# %% ../nbs/01_data.ipynb #b1d2ae11
+def _id_array(ids) -> np.ndarray:
+    "Ids as a numpy array; text ids as fixed-width text, which `np.save` stores without pickle ('042' stays '042')."
+    ids = np.asarray(ids)
+    return ids.astype(str) if ids.dtype == object and all(isinstance(i, str) for i in ids) else ids
+
+def _unique_items(items: pd.DataFrame) -> pd.DataFrame:
+    "One row per item id: exact repeats are dropped; one id with different fields on two rows is a `DataError`."
+    dup = items.duplicated('item_id', keep=False).to_numpy()
+    if not dup.any(): return items
+    rows = items[dup].astype(str)  # text compares any cell: lists, NaN, mixed types
+    distinct = rows.drop_duplicates()
+    clash = set(distinct['item_id'][distinct['item_id'].duplicated(keep=False)])
+    bad = np.zeros(len(items), bool); bad[dup] = rows['item_id'].isin(clash).to_numpy()
+    if bad.any():
+        ids = pd.unique(items['item_id'][bad]).tolist()
+        raise DataError(f"{len(ids)} item id{'s' if len(ids) > 1 else ''} ({', '.join(map(repr, ids[:5]))}"
+                        f"{', ...' if len(ids) > 5 else ''}) {'appear' if len(ids) > 1 else 'appears'} on several rows of the item table with different "
+                        f"fields ({_where(items, bad)}): an item has one title and one text, and picking one row would "
+                        "change the data silently; keep one row per item_id (e.g. items.drop_duplicates('item_id')) "
+                        "or give the items distinct ids")
+    return items.drop_duplicates('item_id')  # the repeats are identical
+
 # %% ../nbs/01_data.ipynb #0e442fdd
 class Dataset:
     "Interactions, item catalogue and optional user features, with contiguous `user_idx`/`item_idx` maps."
@@ -35,15 +79,18 @@ class Dataset:
                  items: pd.DataFrame|None=None, # item_id plus text fields (title, year, genres, ...)
                  users: pd.DataFrame|None=None, # user_id plus user features
                  name: str='custom'): # a label for tables and reports
+        _check_frame(interactions, 'interactions', ('user_id', 'item_id'), optional=False)
+        _check_frame(items, 'item table', ('item_id',)); _check_frame(users, 'user table', ('user_id',))
         if items is None: items = pd.DataFrame({'item_id': interactions['item_id'].unique()})
+        items = _unique_items(items)
         missing = np.setdiff1d(interactions['item_id'].unique(), items['item_id'].to_numpy())
         if len(missing):
             warnings.warn(f"{len(missing)} interacted item ids have no row in the item table (e.g. {list(missing[:3])}); "
                           "they get an empty text")
             items = pd.concat([items, pd.DataFrame({'item_id': missing})], ignore_index=True)
-        items = items.drop_duplicates('item_id', keep='last').sort_values('item_id', kind='stable').reset_index(drop=True)
-        self.item_ids = items['item_id'].to_numpy()
-        self.user_ids = np.sort(interactions['user_id'].unique())
+        items = items.sort_values('item_id', kind='stable').reset_index(drop=True)
+        self.item_ids = _id_array(items['item_id'])
+        self.user_ids = _id_array(np.sort(interactions['user_id'].unique()))
         self._uindex, self._iindex = pd.Index(self.user_ids), pd.Index(self.item_ids)
         items['item_idx'] = np.arange(len(items), dtype=np.int64)
         inter = interactions.reset_index(drop=True)
@@ -86,7 +133,8 @@ def _check_numeric(df: pd.DataFrame, col: str, dropna: bool, values: pd.Series|N
     if bad.any():
         eg = df[col].to_numpy()[bad][0]
         eg = 'NaN' if not isinstance(eg, str) and pd.isna(eg) else repr(eg) if isinstance(eg, str) else str(eg)
-        df = _reject(df, bad, f"with a missing or non-numeric {col} (e.g. {eg})", f"fix the {col!r} column", dropna)
+        kind = 'missing, non-numeric or infinite' if 'inf' in eg.lower() else 'missing or non-numeric'
+        df = _reject(df, bad, f"with a {kind} {col} (e.g. {eg})", f"fix the {col!r} column", dropna)
         vals = vals[~bad]
     return df.assign(**{col: vals})
 
@@ -108,16 +156,21 @@ def _to_seconds(ts: pd.Series) -> pd.Series:
     return (pd.to_datetime(ts, utc=True) - _EPOCH) // pd.Timedelta(seconds=1)  # any resolution (pandas 3 keeps us, s, ...)
 
 # %% ../nbs/01_data.ipynb #8d2e4a71
-_INT_ID = r'-?(?:0|[1-9]\d{0,17})'
+_INT_ID = r'-?(?:0|[1-9]\d{0,17})(?:\.0+)?'  # 42 or 42.0, not 007
 
 def _canonical_ids(col: pd.Series) -> pd.Series:
-    "Ids as given, except: text ids that are all plain integers ('42', not '007') and whole floats become int64."
+    "Ids as given, except: text ids that are all plain integers ('42' or '42.0', not '007') and whole floats become int64."
     if col.dtype.kind == 'f':
         v = col.to_numpy()
         return col.astype(np.int64) if len(v) and np.isfinite(v).all() and (v == np.floor(v)).all() and np.abs(v).max() < 2**53 else col
     if col.dtype.kind in 'OSU' or isinstance(col.dtype, pd.StringDtype):
         s = col.astype(str)
-        if len(s) and s.str.fullmatch(_INT_ID).all(): return s.astype(np.int64)
+        if len(s) and s.str.fullmatch(_INT_ID).all():
+            ints = s.str.replace(r'\.0+$', '', regex=True).astype(np.int64)
+            if ints.nunique() == s.nunique(): return ints
+            warnings.warn(f"{col.name} has ids that differ only by a trailing .0 (e.g. {list(s[s.str.contains('.', regex=False)][:2])}): "
+                          "they are kept as written, as text; write each id one way")
+            return s
         if col.dtype.kind == 'O' and pd.api.types.infer_dtype(col, skipna=True).startswith('mixed'):
             warnings.warn(f"{col.name} mixes value types (e.g. {list(col.head(3))}): all of them are read as strings")
             return s
@@ -160,6 +213,37 @@ def _repeated_rows(inter: pd.DataFrame) -> np.ndarray:
     except TypeError: dup[:] = False  # unhashable cells: nothing to compare
     return dup
 
+# %% ../nbs/01_data.ipynb #7357aa9f
+_KNOWN = ('user_id', 'item_id', 'rating', 'timestamp', 'title', 'year', 'genres', 'text')
+
+def _tidy_name(name, columns: dict):
+    "A column name without surrounding spaces or byte-order mark, renamed by `columns`, ours whatever its case."
+    bare = name.removeprefix('\ufeff').removeprefix('ï»¿').strip() if isinstance(name, str) else name
+    name = columns.get(name, columns.get(bare, bare))
+    return name.lower() if isinstance(name, str) and name.lower() in _KNOWN else name
+
+def _tidy_columns(df: pd.DataFrame, columns: dict, what: str) -> pd.DataFrame:
+    "`df` with tidied column names; a `DataError` when two columns would get one name."
+    names = [_tidy_name(c, columns) for c in df.columns]
+    if len(set(names)) < len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise DataError(f"the {what} have several columns named {twice!r} once spaces and case are ignored "
+                        f"({[c for c, n in zip(df.columns, names) if n == twice]}); rename or drop all but one")
+    return df.set_axis(names, axis=1)
+
+def _match_ids(inter: pd.DataFrame, table: pd.DataFrame, key: str, what: str):
+    "Both frames with `key` ids of one kind: numbers when both are numbers, else text as written; no shared id: `DataError`."
+    a, b = inter[key], _canonical_ids(table[key])
+    kinds = {a.dtype.kind, b.dtype.kind}
+    if a.dtype != b.dtype:
+        to = np.int64 if kinds <= set('iu') else float if kinds <= set('iuf') else str
+        a, b = a.astype(to), b.astype(to)
+    if len(b) and not b.isin(a.unique()).any():
+        raise DataError(f"none of the {a.nunique():,} {key[:-3]} ids of the interactions is in the {what} (interactions: "
+                        f"{a.unique()[:3].tolist()}, {what}: {b[:3].tolist()}): the two tables write ids differently; "
+                        "use the same ids in both")
+    return inter.assign(**{key: a}), table.assign(**{key: b})
+
 # %% ../nbs/01_data.ipynb #9e4f7a12
 def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                     items: pd.DataFrame|None=None, # one row per item, with text fields
@@ -169,8 +253,12 @@ def from_dataframes(interactions: pd.DataFrame, # one row per interaction
                     name: str='custom', # a label for reports
                    ) -> Dataset:
     "Validate user-supplied frames and build a `Dataset`."
+    _check_frame(interactions, 'interactions', optional=False)
+    _check_frame(items, 'item table'); _check_frame(users, 'user table')
+    _expect(columns, (dict, type(None)), "columns must be a dict such as {'userId': 'user_id'} or None",
+            "map your column names onto user_id, item_id, rating and timestamp")
     columns = columns or {}
-    inter = interactions.rename(columns=columns)
+    inter = _tidy_columns(interactions, columns, 'interactions')
     missing = [c for c in REQUIRED if c not in inter.columns]
     if missing:
         src = f" in {inter.attrs['source']!r}" if inter.attrs.get('source') else ''
@@ -188,22 +276,110 @@ def from_dataframes(interactions: pd.DataFrame, # one row per interaction
     if dup.any():
         warnings.warn(f"{dup.sum()} row{'s' if dup.sum() > 1 else ''} repeating an earlier row exactly ({_where(inter, dup)}); they are kept, and "
                       "clean() and split() keep one interaction per (user, item) pair")
+    items = None if items is None else _tidy_columns(items, columns, 'item table')
+    users = None if users is None else _tidy_columns(users, columns, 'user table')
     for frame, key in ((items, 'item_id'), (users, 'user_id')):
-        if frame is not None and key not in frame.rename(columns=columns):
+        if frame is not None and key not in frame:
             raise DataError(f"the {key[:-3]} table lacks an {key!r} column; found {list(frame.columns)}; "
                             f"pass columns={{'your_name': '{key}'}}")
-    items = None if items is None else items.rename(columns=columns).dropna(subset=['item_id'])
-    users = None if users is None else users.rename(columns=columns)
-    if items is not None: items = items.assign(item_id=_canonical_ids(items['item_id']))
-    if users is not None: users = users.assign(user_id=_canonical_ids(users['user_id']))
-    if items is not None and inter['item_id'].dtype != items['item_id'].dtype:
-        try: items = items.assign(item_id=items['item_id'].astype(inter['item_id'].dtype))
-        except (ValueError, TypeError):
-            raise DataError(f"item ids in the item table ({items['item_id'].dtype}) do not match those in the "
-                            f"interactions ({inter['item_id'].dtype}); make both the same type") from None
+    if items is not None: inter, items = _match_ids(inter, items.dropna(subset=['item_id']), 'item_id', 'item table')
+    if users is not None: inter, users = _match_ids(inter, users.dropna(subset=['user_id']), 'user_id', 'user table')
     inter = inter.reset_index(drop=True)
     inter.attrs = {}  # line numbers no longer apply
     return Dataset(inter, items, users, name)
+
+# %% ../nbs/01_data.ipynb #25607903
+_MAGIC = {b'\x1f\x8b': 'gzip', b'BZh': 'bz2', b'\xfd7zXZ\x00': 'xz', b'\x28\xb5\x2f\xfd': 'zstd', b'PK\x03\x04': 'zip',
+          b'PK\x05\x06': 'zip', b'PAR1': 'Parquet', b'ARROW1': 'Arrow/Feather', b'FEA1': 'Feather',
+          b'\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1': 'Excel (.xls)', b'SQLite format 3\x00': 'SQLite', b'\x89HDF\r\n\x1a\n': 'HDF5',
+          b'\x93NUMPY': 'NumPy', b'%PDF-': 'PDF', b'\x80\x02': 'pickle', b'\x80\x03': 'pickle', b'\x80\x04\x95': 'pickle',
+          b'\x80\x05\x95': 'pickle'}
+_COMPRESSED = ('gzip', 'bz2', 'xz', 'zstd', 'zip')
+
+def _sniff(path: Path) -> str|None:
+    "What the first bytes say the file is ('gzip', 'Parquet', 'Excel (.xlsx)', ...); None for anything else (text)."
+    with open(path, 'rb') as f: head = f.read(16)
+    kind = next((k for m, k in _MAGIC.items() if head.startswith(m)), None)
+    if kind == 'zip' and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if any(n.startswith('xl/') for n in zf.namelist()): return 'Excel (.xlsx)'
+    return kind
+
+def _check_path(path: Path, where: str) -> None:
+    "A `DataError` naming why `path` cannot be read as a file: missing, a link to nothing or a loop, a folder, no permission."
+    try: mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise DataError(f"{where} is a symbolic link to {os.readlink(path)!r}, which does not exist; point the link "
+                            "at the file, or pass the file itself") from None
+        raise DataError(f"{where} does not exist; check the path") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DataError(f"{where} is a symbolic link loop (following it leads back to itself); point the link at "
+                            "the real file, or pass the file itself") from None
+        raise DataError(f"{where} cannot be reached ({e.strerror}); check the path and the permissions of its "
+                        "folders") from None
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{where} is a folder, not a file; pass the CSV file inside it "
+                        "(a MovieLens folder goes to load_movielens(name, path=...))")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{where} is not a regular file (a pipe, socket or device); save the data to a file and pass that")
+    try: open(path, 'rb').close()
+    except PermissionError:
+        raise DataError(f"{where} cannot be read: permission denied; make it readable (chmod u+r) or copy it to a "
+                        "place you can read") from None
+    except OSError as e: raise DataError(f"{where} cannot be read ({e.strerror}); check the file") from None
+
+# %% ../nbs/01_data.ipynb #f7cba497
+_MAX_RATIO, _RATIO_FREE, _MAX_BYTES = 100, 64 * 2**20, 16 * 2**30
+
+def _expansion_limit(compressed: int) -> int:
+    "The most bytes `compressed` bytes of a table may expand to."
+    return min(_MAX_BYTES, max(_RATIO_FREE, _MAX_RATIO * compressed))
+
+class _Capped(io.RawIOBase):
+    "A readable stream that raises a `DataError` once more than `limit` bytes came out of `inner`."
+    def __init__(self, inner, limit: int, where: str, closers=()):
+        self.inner, self.limit, self.where, self.closers, self.n = inner, limit, where, closers, 0
+    def readable(self): return True
+    def readinto(self, b):
+        n = self.inner.readinto(b); self.n += n
+        if self.n > self.limit:
+            raise DataError(f"{self.where} expands to more than {self.limit / 2**20:,.0f} MiB: no table compresses that "
+                            "well, it looks like a decompression bomb, so reading stopped; if you trust the file, "
+                            "decompress it yourself and pass the result")
+        return n
+    def close(self):
+        for c in self.closers: c.close()
+        super().close()
+
+def _zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str, closers=()) -> io.BufferedReader:
+    "A capped stream of one zip member; a `DataError` before extracting when its declared size is a bomb's."
+    limit = _expansion_limit(info.compress_size)
+    if info.file_size > limit:
+        raise DataError(f"{where}: member {info.filename!r} declares {info.file_size / 2**20:,.0f} MiB from "
+                        f"{info.compress_size / 2**20:,.2f} MiB compressed (no table compresses "
+                        f"{info.file_size / max(1, info.compress_size):,.0f} times): it looks like a zip bomb and was "
+                        "not extracted; download the archive again from its source")
+    inner = zf.open(info)
+    return io.BufferedReader(_Capped(inner, limit, where, [inner, *closers]), 1 << 20)
+
+def _open_data(path: Path, kind: str|None, where: str):
+    "The file's bytes as a stream, decompressed when `kind` says so, capped so that a bomb stops early."
+    raw = open(path, 'rb')
+    if kind not in _COMPRESSED: return raw
+    if kind == 'zip':
+        zf = zipfile.ZipFile(raw)
+        return _zip_member(zf, next(i for i in zf.infolist() if not i.is_dir()), where, [zf, raw])
+    if kind == 'zstd':
+        try: import zstandard
+        except ImportError:
+            raw.close()
+            raise DataError(f"{where} is zstd-compressed; decompress it (unzstd FILE) or pip install zstandard") from None
+        inner = zstandard.ZstdDecompressor().stream_reader(raw)
+    elif kind == 'gzip': inner = gzip.GzipFile(fileobj=raw)
+    else: inner = {'bz2': bz2.BZ2File, 'xz': lzma.LZMAFile}[kind](raw)
+    return io.BufferedReader(_Capped(inner, _expansion_limit(path.stat().st_size), where, [inner, raw]), 1 << 20)
 
 # %% ../nbs/01_data.ipynb #90aad075
 _SEPS = (',', '\t', ';', '|')
@@ -217,12 +393,16 @@ def _sep_hint(header: str, sep: str) -> str:
         return f"it looks {best!r}-separated: pass sep={best!r} (command line: --sep {best!r})"
     return "check the delimiter (sep=) and that every line has the same number of fields, with quotes closed"
 
-def _bad_byte(path: Path, encoding: str) -> tuple[int, int]|None:
-    "The first byte that does not decode and its line number, or None when the whole file decodes."
-    data = path.read_bytes()
-    try: data.decode(encoding)
-    except UnicodeDecodeError as e: return data[e.start], data.count(b'\n', 0, e.start) + 1
-    return None
+def _bad_byte(path: Path, encoding: str, kind: str|None=None) -> tuple[int, int]|None:
+    "The first byte that does not decode and its line number, or None when the whole file decodes (read in 1 MiB chunks)."
+    decoder, line = codecs.getincrementaldecoder(encoding)(), 1
+    with _open_data(path, kind, str(path)) as f:
+        while True:
+            chunk = f.read(1 << 20)
+            try: decoder.decode(chunk, final=not chunk)
+            except UnicodeDecodeError as e: return e.object[e.start], line + e.object.count(b'\n', 0, e.start)
+            if not chunk: return None
+            line += chunk.count(b'\n')
 
 def _cut_off(path: Path, sep: str, n_fields: int) -> bool:
     "Does the file end without a line end, in a last line with fewer fields than the header (an interrupted write)?"
@@ -232,58 +412,116 @@ def _cut_off(path: Path, sep: str, n_fields: int) -> bool:
     last = tail.rsplit(b'\n', 1)[-1]
     return b'"' not in last and last.count(sep.encode()) + 1 < n_fields
 
-# %% ../nbs/01_data.ipynb #5e9a2b08
-def _read_table(path, sep: str, what: str, encoding: str|None=None, dropna: bool=False, **kw) -> pd.DataFrame:
-    "Read one delimited file with errors that name the file, the line and the fix."
-    path = Path(path).expanduser()
-    where = f"{what} file {str(path)!r}"
-    if not path.exists(): raise DataError(f"{where} does not exist; check the path")
-    if path.is_dir():
-        raise DataError(f"{where} is a folder, not a file; pass the CSV file inside it "
-                        "(a MovieLens folder goes to load_movielens(name, path=...))")
-    with open(path, 'rb') as f: head = f.read(65536)
-    if not head.strip(): raise DataError(f"{where} is empty; it needs a header line (e.g. user_id,item_id,rating,timestamp) "
-                                         "and then one line per row")
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf: names = [n for n in zf.namelist() if not n.endswith('/')]
+# %% ../nbs/01_data.ipynb #dc13d5b3
+def _repeated_header(df: pd.DataFrame) -> np.ndarray:
+    "Rows that are the header line again: the first field is a column name and every other field is one or empty."
+    names = {v for c in map(str, df.columns) for v in (c, c.strip(), '\ufeff' + c)}
+    first = df.iloc[:, 0]
+    if first.dtype.kind not in 'OU' and not pd.api.types.is_string_dtype(first): return np.zeros(len(df), bool)
+    mask = np.array(first.isin(names))  # exact: fast on millions of rows
+    for c in df.columns[1:]:
+        if not mask.any(): break
+        v = df.loc[mask, c]
+        mask[mask] = (v.isna() | v.astype(str).str.strip().isin(names)).to_numpy()
+    return mask
+
+def _damaged(where: str, kind: str|None, e: Exception) -> DataError:
+    "The error for a file whose bytes end early or do not decompress."
+    if kind is None: return DataError(f"{where} could not be read ({e}); check the file")
+    if isinstance(e, EOFError):
+        return DataError(f"{where} is {kind}-compressed and cut off before its end (an interrupted download or copy?); "
+                         "download or compress it again")
+    return DataError(f"{where} is {kind}-compressed but damaged ({type(e).__name__}: {e}); download or compress it again")
+
+# %% ../nbs/01_data.ipynb #8ed6c82c
+def _file_kind(path: Path, where: str) -> str|None:
+    "The compression of a delimited file (None: plain); a `DataError` for a file that is something else."
+    kind = _sniff(path)
+    if kind == 'zip':
+        try:
+            with zipfile.ZipFile(path) as zf: names = [n for n in zf.namelist() if not n.endswith('/')]
+        except (zipfile.BadZipFile, OSError) as e: raise _damaged(where, kind, e) from None
         if any(Path(n).name in _ML_MEMBERS for n in names):
             raise DataError(f"{where} is a MovieLens archive, not a CSV file: load it with load_movielens(name, path=...) "
                             "(command line: --dataset ml-100k --path FILE)")
         if len(names) != 1: raise DataError(f"{where} is a zip archive of {len(names)} files; unzip it and pass the CSV file")
-        kw['compression'] = 'zip'
+    if kind is None or kind in _COMPRESSED: return kind
+    fix = ("read it with pandas.read_parquet(path) and pass the frame to from_dataframes()" if kind == 'Parquet' else
+           "save it as CSV from the spreadsheet, or read it with pandas.read_excel(path) and pass the frame to "
+           "from_dataframes()" if kind.startswith('Excel') else
+           "export the table as a CSV file (a header line, then one line per row)")
+    raise DataError(f"{where} is {'an' if kind[0] in 'AEIOH' else 'a'} {kind} file, not delimited text: {fix}")
 
-    def read(enc):
-        try: return pd.read_csv(path, sep=sep, encoding=enc, **kw)
+def _check_read(df: pd.DataFrame, path: Path, where: str, sep: str, kind: str|None, dropna: bool) -> pd.DataFrame:
+    "The checks on a table just read: one column (a wrong `sep`), a cut-off last line, a repeated header, no rows."
+    header = [str(c) for c in df.columns]
+    if len(header) == 1 and len(header[0]) > 1 and sep not in header[0] and any(s in header[0] for s in _SEPS):
+        raise DataError(f"{where} has one column {header[0]!r}: {_sep_hint(header[0], sep)}")
+    if len(df) and kind is None and _cut_off(path, sep, len(header)):
+        msg = (f"the last line of {where} has fewer fields than the header ({len(header)}) and no line end: the file "
+               "looks cut off (an interrupted download or copy?)")
+        if not dropna: raise DataError(msg + "; re-create the file, or pass dropna=True to drop that line")
+        warnings.warn(msg + ": dropped that line")
+        df = df.iloc[:-1]
+    df.attrs['source'] = str(path)
+    df = _reject(df, _repeated_header(df), "repeating the header line (two files joined with cat?)",
+                 "delete those lines", dropna)
+    if len(df) == 0:
+        raise DataError(f"{where} has a header line ({', '.join(header)}) but no data rows; add one line per row")
+    return df
+
+# %% ../nbs/01_data.ipynb #5e9a2b08
+def _read_table(path, sep: str, what: str, encoding: str|None=None, dropna: bool=False, ids: tuple=(),
+                columns: dict|None=None, **kw) -> pd.DataFrame:
+    "Read one delimited file, plain or compressed, with errors that name the file, the line and the fix."
+    path = Path(path).expanduser()
+    where = f"{what} file {str(path)!r}"
+    _check_path(path, where)
+    kind = _file_kind(path, where)
+    try:
+        with _open_data(path, kind, where) as f: head = f.read(65536)
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as e: raise _damaged(where, kind, e) from None
+    if not head.strip(): raise DataError(f"{where} is empty; it needs a header line (e.g. user_id,item_id,rating,timestamp) "
+                                         "and then one line per row")
+
+    def parse(enc, **more):  # in chunks of 2**20 rows: the parser's buffers stay small whatever the file's size
+        try:
+            with (_open_data(path, kind, where) if kind else contextlib.nullcontext(path)) as f:
+                if 'nrows' in more: return pd.read_csv(f, sep=sep, encoding=enc, **kw, **more)
+                parts = list(pd.read_csv(f, sep=sep, encoding=enc, chunksize=2**20, **kw, **more))
+            return pd.concat(parts) if len(parts) > 1 else parts[0] if parts else parse(enc, nrows=0, **more)
         except pd.errors.ParserError as e:
             raise DataError(f"{where} could not be parsed ({str(e).strip().splitlines()[-1]}); "
                             f"{_sep_hint((head.decode(enc, 'replace').strip().splitlines() or [''])[0], sep)}") from None
         except pd.errors.EmptyDataError:
             raise DataError(f"{where} has no columns; it needs a header line such as user_id,item_id,rating,timestamp") from None
         except LookupError: raise DataError(f"unknown encoding {enc!r}; use e.g. 'utf-8', 'cp1252' or 'latin-1'") from None
+        except (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as e: raise _damaged(where, kind, e) from None
+    def read(enc):
+        text = {c for c in parse(enc, nrows=0).columns if _tidy_name(c, columns or {}) in ids} if ids else ()
+        return parse(enc, dtype={c: str for c in text} or None)
 
     try: df = read(encoding or 'utf-8')
     except UnicodeDecodeError:
-        byte, line = _bad_byte(path, encoding or 'utf-8') or (0, 0)
+        byte, line = _bad_byte(path, encoding or 'utf-8', kind) or (0, 0)
         if encoding is not None:
             raise DataError(f"{where} is not valid {encoding} text (byte 0x{byte:02x} on line {line}); re-save it as "
                             "UTF-8, or pass the encoding it was written in, e.g. encoding='cp1252' or 'latin-1'") from None
-        fallback = 'cp1252' if _bad_byte(path, 'cp1252') is None else 'latin-1'
+        fallback = 'cp1252' if _bad_byte(path, 'cp1252', kind) is None else 'latin-1'
         warnings.warn(f"{where} is not UTF-8 (byte 0x{byte:02x} on line {line}): read it as {fallback}; if names look "
                       "wrong, re-save it as UTF-8 or pass encoding=")
         df = read(fallback)
-    header = [str(c) for c in df.columns]
-    if len(header) == 1 and len(header[0]) > 1 and sep not in header[0] and any(s in header[0] for s in _SEPS):
-        raise DataError(f"{where} has one column {header[0]!r}: {_sep_hint(header[0], sep)}")
-    if len(df) and _cut_off(path, sep, len(header)):
-        msg = (f"the last line of {where} has fewer fields than the header ({len(header)}) and no line end: the file "
-               "looks cut off (an interrupted download or copy?)")
-        if not dropna: raise DataError(msg + "; re-create the file, or pass dropna=True to drop that line")
-        warnings.warn(msg + ": dropped that line")
-        df = df.iloc[:-1]
-    if len(df) == 0:
-        raise DataError(f"{where} has a header line ({', '.join(header)}) but no data rows; add one line per row")
-    df.attrs['source'] = str(path)
-    return df
+    return _check_read(df, path, where, sep, kind, dropna)
+
+# %% ../nbs/01_data.ipynb #b73019ef
+def _check_path_arg(path, what: str, optional: bool) -> None:
+    "A `DataError` unless `path` is a file path (or None when `optional`), with the function to use for a frame."
+    if path is None and optional: return
+    if isinstance(path, pd.DataFrame):
+        raise DataError(f"load_csv() reads files, and the {what} came as a DataFrame; pass frames to from_dataframes()")
+    _expect(path, (str, os.PathLike), f"the {what} must be a file path (a str or Path){' or None' if optional else ''}",
+            "pass the path of a CSV file, e.g. load_csv('ratings.csv')")
+    if not str(path).strip(): raise DataError(f"the {what} path is empty; pass the path of a CSV file")
 
 # %% ../nbs/01_data.ipynb #4c2f8e60
 def load_csv(interactions: str|Path, # path to the interactions file
@@ -296,14 +534,17 @@ def load_csv(interactions: str|Path, # path to the interactions file
              name: str|None=None, # a label for reports (default: the file name)
             ) -> Dataset:
     "Load your own delimited files into a `Dataset`."
+    for p, what in ((interactions, 'interactions'), (items, 'items'), (users, 'users')): _check_path_arg(p, what, what != 'interactions')
+    if not isinstance(sep, str) or not sep: raise DataError(f"sep must be a delimiter such as ',', '\\t' or ';', got {sep!r}")
+    _expect(columns, (dict, type(None)), "columns must be a dict such as {'userId': 'user_id'} or None",
+            "map your column names onto user_id, item_id, rating and timestamp")
+    _expect(encoding, (str, type(None)), "encoding must be the name of a text encoding such as 'utf-8' or None", "pass a name")
     columns = columns or {}
-    def read(p, what, keys):
-        if p is None: return None
-        ids = set(keys) | {k for k, v in columns.items() if v in keys}  # ids stay text: '007' keeps its zeros
-        return _read_table(p, sep, what, encoding=encoding, dropna=dropna, dtype={c: str for c in ids})
+    def read(p, what, keys):  # ids are read as text: '007' keeps its zeros
+        return None if p is None else _read_table(p, sep, what, encoding=encoding, dropna=dropna, ids=keys, columns=columns)
     return from_dataframes(read(interactions, 'interactions', REQUIRED), read(items, 'items', ('item_id',)),
                            read(users, 'users', ('user_id',)), columns=columns, dropna=dropna,
-                           name=name or Path(interactions).stem)
+                           name=name or re.sub(r'\.(gz|bz2|xz|zst|zip)$', '', Path(interactions).name).rsplit('.', 1)[0])
 
 # %% ../nbs/01_data.ipynb #c40c7426
 _ARTICLES = ('The', 'A', 'An', 'Les', 'La', 'Le', "L'", 'Il', 'Das', 'Der', 'Die', 'El', 'Los', 'Las')
@@ -400,7 +641,8 @@ def _opener(path: Path, url: str):
         if name not in names:
             raise DataError(f"{str(path)!r} lacks {name!r}: it is an incomplete copy of the MovieLens release; "
                             f"download it again ({url})")
-        return io.BytesIO(zf.read(names[name])) if zf is not None else names[name]  # a path: pandas opens and closes it
+        if zf is None: return names[name]  # a path: pandas opens and closes it
+        return _zip_member(zf, zf.getinfo(names[name]), f"MovieLens archive {str(path)!r}")  # capped: a bomb stops
     return open_, names, close
 
 def _read_archive(path: Path, name: str) -> Dataset:
@@ -433,7 +675,10 @@ def _download(name: str, dest: Path, timeout: float=20) -> Path|None:
     "Download a GroupLens archive atomically; None when offline."
     if os.environ.get('HF_HUB_OFFLINE') == '1' or os.environ.get('TRANSFERREC_OFFLINE') == '1': return None
     try:
-        with urllib.request.urlopen(MOVIELENS[name], timeout=timeout) as r, atomic_write(dest) as f: f.write(r.read())
+        with urllib.request.urlopen(MOVIELENS[name], timeout=timeout) as r, atomic_write(dest) as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                if f.tell() > 4 * 2**30: raise DataError(f"the download of {name} passed 4 GiB, far more than any MovieLens release; stopped")
     except OSError: return None
     return dest
 
@@ -443,6 +688,8 @@ def load_movielens(name: str='ml-100k', # ml-100k, ml-1m, ml-20m, ml-latest-smal
                    download: bool=True, # fetch the archive from GroupLens when not cached and online
                   ) -> Dataset:
     "Load a MovieLens release with cleaned titles, years, genres and user features."
+    _expect(name, str, "the dataset name must be a str such as 'ml-100k'", f"choose one of {list(MOVIELENS)}")
+    if path is not None: _expect(path, (str, os.PathLike), "path must be a folder or .zip path (a str or Path)", "pass where the release is")
     if name not in MOVIELENS:
         raise DataError(f"unknown dataset {name!r}; choose one of {list(MOVIELENS)}, or load your own with load_csv()")
     if path is not None:
@@ -460,6 +707,7 @@ def load_movielens(name: str='ml-100k', # ml-100k, ml-1m, ml-20m, ml-latest-smal
 # %% ../nbs/01_data.ipynb #21606cf1
 def stats(ds: Dataset) -> dict:
     "Size, sparsity and skew of a dataset."
+    _expect(ds, Dataset, "stats() expects a Dataset", "build one from a frame with from_dataframes(df), or from files with load_csv()")
     inter = ds.interactions
     per_user, per_item = inter.groupby('user_idx').size(), inter.groupby('item_idx').size()
     out = {'dataset': ds.name, 'users': ds.n_users, 'items': ds.n_items, 'interactions': len(inter),
@@ -518,6 +766,12 @@ def clean(ds: Dataset, # the dataset to clean
           dedupe: bool=True, # keep only the latest interaction per (user, item)
          ) -> Dataset:
     "Deduplicate, binarise and k-core filter; returns a re-indexed `Dataset`."
+    _expect(ds, Dataset, "clean() expects a Dataset", "build one from a frame with from_dataframes(df), or from files with load_csv()")
+    for k, v in (('min_user_interactions', min_user_interactions), ('min_item_interactions', min_item_interactions)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0: raise DataError(f"{k} must be a whole number >= 0, got {v!r}")
+    if implicit_threshold is not None and (isinstance(implicit_threshold, bool) or not isinstance(implicit_threshold, (int, float, np.number))
+                                           or not np.isfinite(implicit_threshold)):
+        raise DataError(f"implicit_threshold must be a finite number or None, got {implicit_threshold!r}")
     inter = ds.interactions  # rows are picked by position; the frame is copied once at the end
     deduped = rows = _latest_per_pair(inter) if dedupe else np.arange(len(inter))
     if implicit_threshold is not None:
@@ -671,6 +925,15 @@ def split(ds: Dataset, # the dataset to split
           time_cuts: tuple=(0.8, 0.9), # quantiles of time where valid and test begin, for "temporal"
          ) -> Split:
     "Split interactions by a protocol; no test interaction ever reaches training."
+    _expect(ds, Dataset, "split() expects a Dataset", "build one from a frame with from_dataframes(df), or from files with load_csv()")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise DataError(f"seed must be a whole number from 0 to 2**63-1, got {seed!r}")
+    try: ratios, cold_fraction, time_cuts = tuple(map(float, ratios)), float(cold_fraction), tuple(map(float, time_cuts))
+    except (TypeError, ValueError):
+        raise DataError(f"ratios and time_cuts must be numbers such as (0.8, 0.1, 0.1) and cold_fraction a number; got "
+                        f"{ratios!r}, {time_cuts!r}, {cold_fraction!r}") from None
+    if not np.isfinite([*ratios, cold_fraction, *time_cuts]).all():
+        raise DataError(f"ratios, cold_fraction and time_cuts must be finite numbers; got {ratios}, {cold_fraction}, {time_cuts}")
     if protocol not in PROTOCOLS: raise DataError(f"unknown protocol {protocol!r}; choose one of {list(PROTOCOLS)}")
     if len(ratios) != 3 or min(ratios) < 0 or abs(sum(ratios) - 1) > 1e-6:
         raise DataError(f"ratios must be three train/valid/test shares, none negative, summing to 1; got {ratios}")
@@ -702,29 +965,32 @@ def _clean_text(s: str) -> str:
     s = unicodedata.normalize('NFC', _SURROGATE.sub('\ufffd', s))
     return ' '.join(_CONTROL.sub(' ', s).split())
 
-def _field(v) -> str:
-    if isinstance(v, (list, tuple, set, np.ndarray)): return '|'.join(filter(None, map(_field, v)))  # genres as a list
+def _field(v, limit: int|None=None) -> str:
+    "One cell as clean text; with `limit`, only its first `limit` characters are cleaned (a 100,000-character text costs no more)."
+    if isinstance(v, (list, tuple, set, np.ndarray)): return '|'.join(filter(None, (_field(x, limit) for x in v)))  # genres as a list
     if v is None or pd.isna(v): return ''
     if isinstance(v, bytes): v = v.decode('utf-8', 'replace')
     if isinstance(v, float) and v.is_integer(): return str(int(v))  # a year read as 2001.0
-    return _clean_text(str(v))
+    return _clean_text(str(v)[:limit])
 
 def item_text(items: pd.DataFrame, # the item table (title, year, genres, ...)
               template: str|None=None, # a str.format template over the columns, e.g. "{title}: {genres}"
               max_chars: int=2000, # cut longer texts
              ) -> list[str]:
     "Render one text per item row; an item without any text gets 'item <id>'."
+    _expect(items, pd.DataFrame, "item_text() expects the item table as a DataFrame", "pass ds.items of a Dataset")
+    _expect(template, (str, type(None)), "template must be a str such as '{title}: {genres}' or None", "pass a format string")
     if isinstance(max_chars, bool) or not isinstance(max_chars, (int, np.integer)) or max_chars < 1:
         raise DataError(f"max_chars must be a positive integer, got {max_chars!r}")
     rows = items.to_dict('records')
     ids = items['item_id'].tolist() if 'item_id' in items else list(range(len(items)))
-    fallback = lambda i: f"item {_field(ids[i]) or i}"
+    fallback, limit = (lambda i: f"item {_field(ids[i]) or i}"), 4 * max_chars + 64  # cleaning only shortens a text
     texts = []
     if template is not None:
         try: fields = {re.split(r'[.\[]', f)[0] for _, f, _, _ in string.Formatter().parse(template) if f is not None}
         except ValueError as e: raise DataError(f"template {template!r} is not a str.format template ({e}); write fields as {{column}}") from None
         for i, r in enumerate(rows):
-            vals = {str(k): _field(v).replace('|', ', ') for k, v in r.items()}
+            vals = {str(k): _field(v, limit).replace('|', ', ') for k, v in r.items()}
             try: t = template.format(**vals)
             except KeyError as e:
                 raise DataError(f"template field {e} is not an item column; available: {list(items.columns)}") from None
@@ -733,7 +999,8 @@ def item_text(items: pd.DataFrame, # the item table (title, year, genres, ...)
             texts.append(t if not fields or any(vals.get(f) for f in fields) else fallback(i))
     else:
         for i, r in enumerate(rows):
-            title, year, genres = _field(r.get('title')) or fallback(i), _field(r.get('year')), _field(r.get('genres'))
+            if text := _field(r.get('text'), limit): texts.append(text); continue  # a ready-made text column wins
+            title, year, genres = _field(r.get('title'), limit) or fallback(i), _field(r.get('year')), _field(r.get('genres'), limit)
             texts.append(title + (f" ({year})" if year else '') + '.' + (f" Genres: {genres.replace('|', ', ')}." if genres else ''))
     return [t[:max_chars] for t in texts]
 
