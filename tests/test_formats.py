@@ -128,6 +128,15 @@ def test_amazon2023_gzip_duplicates_and_missing_meta(tmp_path):
     with pytest.raises(DataError, match="format='amazon2023'"): read_dataset(rev, format='amazon2018')
 
 
+def test_amazon_meta_listing_an_item_twice_keeps_the_first(tmp_path):
+    "The releases list some items twice (re-crawled pages): the first listing is kept, with a warning."
+    rev = write_lines(tmp_path/'r.jsonl', amazon2023_reviews())
+    meta = amazon2023_meta()
+    meta = write_lines(tmp_path/'m.jsonl', meta + [dict(meta[1], title='Soap 1, crawled again')])
+    with pytest.warns(UserWarning, match=r"1 repeated item\(s\).*kept the first"): ds = read_dataset(rev, items=meta)
+    assert ds.n_items == 5 and dict(zip(ds.items['item_id'], ds.items['title']))['B01'] == 'Soap 1'
+
+
 def test_amazon2018_plain_reviews_and_python_literal_meta(tmp_path):
     rows = [{'overall': float(1 + (k * j) % 5), 'verified': True, 'reviewTime': '09 13, 2009', 'reviewerID': f'A{k}',
              'asin': f'00{j}', 'reviewerName': 'x', 'reviewText': 'good', 'summary': 's', 'unixReviewTime': 1_252_800_000 + k * 9 + j}

@@ -422,7 +422,12 @@ def read_meta(path, # an Amazon metadata file (JSON or Python-literal lines, pla
     if not ids:
         raise DataError(f"no item of the meta file {str(path)!r} matches a reviewed item (by {k['meta_item']!r}); pass the "
                         "meta file of the same category and release as the reviews")
-    return pd.DataFrame({'item_id': pd.array(ids, dtype='str'), 'title': titles, 'text': texts})
+    meta = pd.DataFrame({'item_id': pd.array(ids, dtype='str'), 'title': titles, 'text': texts})
+    repeated = meta['item_id'].duplicated()
+    if repeated.any():  # the releases list some items twice (re-crawled pages): the first listing is kept
+        warnings.warn(f"{int(repeated.sum()):,} repeated item(s) in the meta file {str(path)!r} (e.g. "
+                      f"{meta['item_id'][repeated].head(3).tolist()}): kept the first listing of each")
+    return meta[~repeated].reset_index(drop=True)
 
 # %% ../nbs/01a_formats.ipynb #8ddc5b31
 def read_amazon(source, # the reviews file
