@@ -1,6 +1,6 @@
 """The package as users install it: every third-party module that `transferrec/` imports is declared in settings.ini,
 in the runtime requirements, or (for an optional extra) only imported inside `try: ... except ImportError`."""
-import ast, re, sys, configparser
+import ast, importlib.util, os, re, subprocess, sys, configparser
 from importlib.metadata import packages_distributions
 from pathlib import Path
 import pytest
@@ -68,3 +68,39 @@ def test_the_check_catches_an_undeclared_import(tmp_path):
     problems = undeclared(third_party_imports(pkg), groups, dists)
     assert [p.split(':')[1] for p in problems] == ['2', '5'], problems   # fastcore (dev only) and the unguarded faiss
     assert 'not in the runtime requirements' in problems[0] and 'without an ImportError guard' in problems[1]
+
+
+# ---------------------------------------------------------------------------------------------- the wheel, installed
+WHEEL_TEST = os.environ.get('TRANSFERREC_WHEEL_TEST') == '1'
+
+
+def sh(*args, **kw):
+    "Run a command; fail the test with its output when it fails."
+    r = subprocess.run([str(a) for a in args], capture_output=True, text=True, **kw)
+    assert r.returncode == 0, f"{' '.join(map(str, args))} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+@pytest.mark.skipif(not WHEEL_TEST, reason='slow (about 7 minutes on 2 cores): run by `make wheel-test` (TRANSFERREC_WHEEL_TEST=1)')
+def test_the_wheel_installs_without_extras_and_runs_quickstart(tmp_path):
+    "Build the wheel, install it with its declared dependencies only (no extras) into a fresh venv, run the quick start elsewhere."
+    sh(sys.executable, '-m', 'pip', 'wheel', '-q', '--no-deps', '-w', tmp_path/'dist', ROOT)
+    wheel, = (tmp_path/'dist').glob('transferrec-*.whl')
+    venv = tmp_path/'venv'
+    sh(sys.executable, '-m', 'venv', venv)
+    pip = venv/'bin'/'pip'
+    sh(pip, 'install', '-q', 'torch==2.13.0')      # the CPU build on disk, before anything asks for torch (else a CUDA download)
+    sh(pip, 'install', '-q', wheel)                # and the runtime requirements from PyPI: what `pip install transferrec` gets
+    work = tmp_path/'elsewhere'; work.mkdir()      # outside the repository: nothing is imported from the checkout
+    env = {**os.environ, 'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'TOKENIZERS_PARALLELISM': 'false',
+           'MPLBACKEND': 'Agg', 'TRANSFERREC_DATA': str(tmp_path/'cache'), 'PYTHONPATH': ''}
+    where = sh(venv/'bin'/'python', '-c', 'import transferrec, transferrec.cli, transferrec.recommend, transferrec.retrieval; '
+               'print(transferrec.__file__)', cwd=work, env=env).stdout.strip()
+    assert Path(where).is_relative_to(venv), where
+    # offline, ml-100k comes from the recbole wheel of the dev environment (online, the quick start downloads it)
+    spec = importlib.util.find_spec('recbole')
+    ml100k = Path(spec.submodule_search_locations[0])/'dataset_example'/'ml-100k' if spec else None
+    path = ['--path', ml100k] if ml100k and ml100k.exists() else []
+    r = sh(venv/'bin'/'transferrec', 'quickstart', '--fast', *path, '--out', work/'report', cwd=work, env=env, timeout=1200)
+    assert 'report:' in r.stdout and 'ndcg@10' in r.stdout
+    assert {p.name for p in (work/'report').iterdir()} >= {'results.md', 'metrics.json', 'model'}

@@ -41,7 +41,7 @@ FILE_CASES = {  # name: (file content or None for "no file", sep, fragments of t
     'semicolon with decimal commas': ("user_id;item_id;rating\n1;10;4,5\n2;11;3\n", ',', ["sep=';'"]),
     'tab read with comma': ("user_id\titem_id\n1\t10\n2\t11,5\n", ',', ["'\\t'-separated"]),
     'comma read with tab': (GOOD, '\t', ["','-separated", "sep=','"]),
-    'missing columns': ("user,item\n1,10\n", ',', ["lack column(s) ['user_id', 'item_id']", "columns={'your_name': 'user_id'"]),
+    'missing columns': ("user,item\n1,10\n", ',', ["columns={'your_name': 'user_id'"]),
     'no header': ("1,10,4,881250949\n2,11,3,881250950\n", ',', ['looks like data, not a header', 'user_id,item_id']),
     'header only': ("user_id,item_id,rating\n", ',', ['has a header line (user_id, item_id, rating) but no data rows']),
     'cut-off last line': (GOOD + "2,11", ',', ['looks cut off', 'dropna=True']),
@@ -57,6 +57,12 @@ def test_bad_file_api_and_cli(tmp_path, capsys, case):
     for f in fragments: assert f in str(e.value), (f, str(e.value))
     assert str(path) in str(e.value) or case == 'no header'  # the message names the file
     assert_cli_error(capsys, ['--dataset', path, '--sep', sep], *fragments)
+
+
+def test_missing_columns_cli_names_the_flag(tmp_path, capsys):
+    "The command line's fix is a flag, with the value that maps the file's own names."
+    path = write(tmp_path, 'inter.csv', "user,item\n1,10\n")
+    assert_cli_error(capsys, ['--dataset', path], '--columns user_id=user,item_id=item')
 
 
 def test_folder_instead_of_file(tmp_path, capsys):

@@ -4,34 +4,137 @@
 
 # %% ../nbs/12_cli.ipynb #ff95dd9a
 from __future__ import annotations
-import argparse, json, sys, time, traceback
+import argparse, json, math, os, shlex, signal, sys, time, traceback
 from pathlib import Path
 import numpy as np, pandas as pd
-from .core import DataError, atomic_write
-from .data import load_movielens, load_csv, clean, stats, split, synthetic, MOVIELENS, PROTOCOLS
+from .core import DataError, StopRequested, atomic_write, folder_lock
+from .data import load_movielens, clean, stats, split, synthetic, MOVIELENS, PROTOCOLS
+from .formats import FORMATS, read_dataset
 
 # %% auto #0
-__all__ = ['DATASET_OPTIONS', 'STRATEGY_NAMES', 'QUICKSTART_BUDGET', 'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES',
-           'load_dataset', 'cmd_data', 'cmd_benchmark', 'strategy_options', 'train_run', 'cmd_train', 'cmd_evaluate',
-           'cmd_recommend', 'cmd_serve', 'quickstart', 'cmd_quickstart', 'parser', 'main']
+__all__ = ['KINDS', 'OPTION_RULES', 'DATASET_OPTIONS', 'FILE_FORMATS', 'STRATEGY_NAMES', 'RUN_SHAPE', 'QUICKSTART_BUDGET',
+           'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES', 'check_value', 'check_options', 'check_input',
+           'check_output', 'load_dataset', 'cmd_data', 'cmd_benchmark', 'strategy_options', 'train_run', 'cmd_train',
+           'check_run', 'load_run', 'cmd_evaluate', 'cmd_recommend', 'cmd_serve', 'quickstart', 'cmd_quickstart',
+           'OneLineParser', 'parser', 'check_args', 'resume_command', 'main']
+
+# %% ../nbs/12_cli.ipynb #5fbb8063
+def _integer(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def _number(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+KINDS = {  # what a value must be -> its test
+    'a positive integer': lambda v: _integer(v) and v >= 1,
+    'an integer >= 0': lambda v: _integer(v) and v >= 0,
+    'an integer from 0 to 4294967295': lambda v: _integer(v) and 0 <= v < 2**32,
+    'a port number from 0 to 65535': lambda v: _integer(v) and 0 <= v <= 65535,
+    'a positive number': lambda v: _number(v) and v > 0,
+    'a number >= 0': lambda v: _number(v) and v >= 0,
+    'a rate from 0 up to (not including) 1': lambda v: _number(v) and 0 <= v < 1,
+    'a finite number': _number,
+}
+
+OPTION_RULES = {  # option -> (what it must be: a key of KINDS, an example value, whether None is allowed)
+    **{o: ('a positive integer', x, False) for o, x in dict(
+        epochs=5, k=10, dim=64, n_layers=2, n_heads=2, n_experts=4, max_len=50, batch_size=128, eval_batch_size=128,
+        history_items=10, user_max_length=128, item_max_length=64, max_length=128, top_n=50, neg_ratio=4,
+        eval_steps=200, logging_steps=50, workers=1).items()},
+    **{o: ('a positive integer', x, True) for o, x in dict(max_steps=100, max_pairs=3200, eval_users=200, num_threads=1).items()},
+    **{o: ('an integer >= 0', x, True) for o, x in dict(patience=3, trainable_layers=3).items()},
+    **{o: ('an integer >= 0', 5, False) for o in ('min_user', 'min_item')},
+    'seed': ('an integer from 0 to 4294967295', 0, False),
+    'port': ('a port number from 0 to 65535', 8000, False),
+    **{o: ('a positive number', x, False) for o, x in dict(lr=0.001, encoder_lr=2e-5, temperature=0.05,
+                                                           num_train_epochs=1, timeout=10).items()},
+    **{o: ('a number >= 0', x, False) for o, x in dict(weight_decay=0.01, warmup_steps=0.1).items()},
+    'dropout': ('a rate from 0 up to (not including) 1', 0.2, False),
+    'implicit': ('a finite number', 4, True),
+}
+
+def check_value(name: str, # an option name (a key of `OPTION_RULES`; others pass unchecked)
+                value, # its value
+                how: str='{name}={example}', # how the fix is written: '{name}={example}' (Python), '--option {name}={example}'
+               ):
+    "`value` when it suits the option `name`, else a `DataError` that says what it must be, with an example."
+    if name not in OPTION_RULES: return value
+    kind, example, optional = OPTION_RULES[name]
+    if (value is None and optional) or KINDS[kind](value): return value
+    raise DataError(f"{name} must be {kind}{' or None' if optional and not how.startswith('--') else ''}, got {value!r}; e.g. {how.format(name=name, example=example)}")
+
+def check_options(options: dict, # strategy options; a cross-encoder's `retriever` dict is checked too
+                  how: str='{name}={example}', # how the fix is written (see `check_value`)
+                 ) -> dict:
+    "Every option value checked by `check_value`; the options unchanged."
+    for name, value in options.items():
+        if name == 'retriever' and isinstance(value, dict): check_options(value, how)
+        else: check_value(name, value, how)
+    return options
+
+# %% ../nbs/12_cli.ipynb #0aba7333
+def _existing(p: Path) -> Path:
+    "The path itself or its nearest folder that exists."
+    while not p.exists() and p != p.parent: p = p.parent
+    return p
+
+def _inside(p: Path, other: Path) -> bool:
+    "Whether `p` is `other`, or lies inside the folder `other`."
+    p, other = p.resolve(), other.resolve()
+    return p == other or (other.is_dir() and other in p.parents)
+
+def check_input(path: str|Path, # a file or folder the command reads
+                what: str='--dataset', # the option that named it
+               ) -> Path:
+    "A `DataError` for an input that exists but cannot be read (a missing one is reported by the reader, with its hints)."
+    p = Path(path)
+    if p.exists() and not os.access(p, os.R_OK):
+        raise DataError(f"{what} {str(p)!r} cannot be read (permission denied); fix its permissions (chmod u+r) or copy it somewhere readable")
+    return p
+
+def check_output(path: str|Path, # a file or folder the command writes
+                 inputs=(), # the paths the command reads: an output may be none of them, nor inside one
+                 what: str='--json', # the option that named it
+                 folder: bool=False, # True: the output is a folder (a run, a report), else a file
+                ) -> Path:
+    "A `DataError`, before any work, for an output over an input, of the wrong kind, or in a place that cannot be written."
+    p = Path(path)
+    if folder and p.exists() and not p.is_dir():
+        raise DataError(f"{what} {str(p)!r} is a file; pass the path of a folder (a new one, or an interrupted run to --resume)")
+    if not folder and p.is_dir():
+        raise DataError(f"{what} {str(p)!r} is a folder; pass a file path such as {str(p/'out.json')!r}")
+    for i in inputs:
+        if i is not None and Path(i).exists() and _inside(p, Path(i)):
+            raise DataError(f"{what} {str(p)!r} is {'inside ' if Path(i).is_dir() else ''}the input {str(i)!r}: writing it would "
+                            "destroy what this command reads; pass another path")
+    place = _existing(p.absolute().parent)                  # saves write beside the path, then rename
+    if not place.is_dir():
+        raise DataError(f"{what} {str(p)!r} cannot be created: {str(place)!r} is a file, not a folder; pass another path")
+    if not os.access(place, os.W_OK | os.X_OK):
+        raise DataError(f"{what} {str(p)!r} cannot be written: the folder {str(place)!r} is read-only; pass a path in a folder you can write")
+    return p
 
 # %% ../nbs/12_cli.ipynb #2afdbba8
-DATASET_OPTIONS = ('dataset', 'path', 'items', 'sep', 'min_user', 'min_item', 'implicit')
+DATASET_OPTIONS = ('dataset', 'path', 'items', 'sep', 'min_user', 'min_item', 'implicit', 'format', 'columns', 'text')
+FILE_FORMATS = ('auto', *FORMATS)   # the formats of your own files; auto: detected from their content
 
-def load_dataset(dataset: str, # a MovieLens name, "synthetic", or the path of an interactions CSV
+def load_dataset(dataset: str, # a MovieLens name, "synthetic", or the path of your own interactions file or folder
                  path: str|None=None, # folder or zip of the MovieLens release
-                 items: str|None=None, # item table CSV for your own data
-                 sep: str=',', # delimiter of your own CSV files
+                 items: str|None=None, # item table file for your own data
+                 sep: str|None=None, # delimiter of your own CSV files; None: the reader's default (',' or detected)
                  min_user: int=0, # k-core threshold for users
                  min_item: int=0, # k-core threshold for items
                  implicit: float|None=None, # keep only ratings at or above this
+                 format: str='auto', # your files' format (see `FILE_FORMATS`); "auto": detected
+                 columns: str|None=None, # "user_id=customer,item_id=product,...": your column names
+                 text: str|None=None, # "title,category,...": the item columns that make the item text, in order
                 ):
-    "A cleaned `Dataset` from a MovieLens name or your own CSV files."
+    "A cleaned `Dataset` from a MovieLens name or your own files."
+    if sep == '': raise DataError("--sep is empty; pass the delimiter of your files, e.g. --sep ';' or --sep '\\t'")
+    if sep == '\\t': sep = '\t'                                    # a shell passes a typed \t as two characters
+    for name, value in (('min_user', min_user), ('min_item', min_item), ('implicit', implicit)): check_value(name, value, f"--{name.replace('_', '-')} {{example}}")
     if dataset in MOVIELENS: ds = load_movielens(dataset, path=path)
     elif dataset == 'synthetic': ds = synthetic()
-    elif Path(dataset).suffix in ('.csv', '.tsv', '.txt', '.dat') or Path(dataset).exists():
-        ds = load_csv(dataset, items=items, sep=sep)
-    else: raise DataError(f"unknown dataset {dataset!r}; use one of {list(MOVIELENS)}, 'synthetic', or the path of an interactions CSV")
+    elif format != 'auto' or Path(dataset).suffix in ('.csv', '.tsv', '.txt', '.dat', '.parquet', '.gz', '.jsonl', '.json', '.inter') or Path(dataset).exists():
+        ds = read_dataset(dataset, format=format, items=items, columns=columns, text=text, sep=sep)
+    else: raise DataError(f"unknown dataset {dataset!r}; use one of {list(MOVIELENS)}, 'synthetic', or the path of your own data file or folder")
     if min_user or min_item or implicit is not None:
         ds = clean(ds, min_user_interactions=min_user, min_item_interactions=min_item, implicit_threshold=implicit)
     return ds
@@ -58,6 +161,12 @@ def _readable(df: pd.DataFrame) -> pd.DataFrame:
     "Recommendations for the terminal: `why` (titles with ids, or what drove the item) in place of the `because` ids."
     return df.drop(columns='because') if 'why' in df and 'because' in df else df
 
+def _capped_k(k: int, n_items: int) -> int:
+    "`k`, or the catalogue size when `k` is larger (with a note): a longer ranking does not exist, and would only cost memory."
+    if k <= n_items: return k
+    print(f"note: --k {k} is more than the {n_items:,} items of the catalogue; using --k {n_items}", file=sys.stderr)
+    return n_items
+
 def cmd_data(args):
     "Print a dataset's statistics."
     s = stats(_load(args))
@@ -70,10 +179,11 @@ def cmd_benchmark(args):
     from transferrec.benchmark import benchmark, benchmark_json
     ds = _load(args)
     models = [m.strip() for m in args.models.split(',') if m.strip()]
-    df = benchmark(ds, args.protocol, models, k=args.k, seed=args.seed)
+    k = _capped_k(args.k, ds.n_items)
+    df = benchmark(ds, args.protocol, models, k=k, seed=args.seed)
     print(f"\n{ds.name} | protocol {args.protocol} | full ranking over {ds.n_items:,} items | seed {args.seed}\n")
     _show(df)
-    if args.json: _write_json(args.json, benchmark_json(df, ds.name, args.protocol, args.k))
+    if args.json: _write_json(args.json, benchmark_json(df, ds.name, args.protocol, k))
 
 # %% ../nbs/12_cli.ipynb #3dbe54a1
 STRATEGY_NAMES = ('sequential', 'two-tower', 'cross-encoder')   # `transferrec.recommend.STRATEGIES`, named without importing torch
@@ -104,14 +214,15 @@ def strategy_options(strategy: str, # a key of `STRATEGIES`
     if model: opts['model'] = model
     if scratch: opts['pretrained'] = False
     if epochs is not None:
-        if strategy == 'sequential': opts['epochs'] = int(epochs)
-        else: opts.update(num_train_epochs=epochs, max_steps=None)
-    opts['seed'] = seed
+        if strategy == 'sequential':   # whole epochs: 3.0 is 3, 0.5 is refused
+            opts['epochs'] = check_value('epochs', int(epochs) if isinstance(epochs, float) and epochs.is_integer() else epochs, '--epochs {example}')
+        else: opts.update(num_train_epochs=check_value('num_train_epochs', epochs, '--epochs {example}'), max_steps=None)
+    opts['seed'] = check_value('seed', seed, '--seed {example}')
     for kv in options:
         if '=' not in kv: raise DataError(f"--option takes KEY=VALUE, got {kv!r}; e.g. --option dim=128")
         key, v = kv.split('=', 1)
         opts[key.strip().replace('-', '_')] = _value(v)
-    return opts
+    return check_options(opts, '--option {name}={example}')
 
 # %% ../nbs/12_cli.ipynb #00b4100d
 def train_run(ds, # a `Dataset`
@@ -128,24 +239,25 @@ def train_run(ds, # a `Dataset`
     from transferrec.benchmark import protocol_metrics
     from transferrec.recommend import Recommender
     out = Path(out); ckpt = out/('checkpoint.pt' if strategy == 'sequential' else 'checkpoints')
-    if (out/'config.json').exists():
-        raise DataError(f"{str(out)!r} already holds a finished run; choose another --out or delete that folder")
-    if ckpt.exists() and not resume:
-        raise DataError(f"{str(out)!r} holds an interrupted run; pass --resume to continue it, or choose another --out")
-    if resume and not ckpt.exists():
-        raise DataError(f"nothing to resume in {str(out)!r}: it has no {ckpt.name} (train it first, without --resume)")
-    if out.exists() and not ckpt.exists() and any(out.iterdir()):
-        raise DataError(f"{str(out)!r} is not empty and is not a run; choose a new folder for --out")
-    sp = split(ds, protocol, seed=seed)
-    rec = Recommender(strategy, **{'progress': progress, **(options or {})})
-    t0 = time.perf_counter()
-    rec.fit(sp, checkpoint=ckpt)
-    seconds = time.perf_counter() - t0
-    metrics = protocol_metrics(rec, sp)
-    rec.data['source'] = source
-    rec.save(out)          # atomic: replaces the folder (and its checkpoint) only once everything is written
-    _write_json(out/'metrics.json', {'dataset': ds.name, 'protocol': protocol, 'strategy': strategy,
-                                     'fit_seconds': seconds, 'metrics': metrics})
+    with folder_lock(out):    # another `train` into the same --out is refused ("in use by PID ...") until this one ends
+        if (out/'config.json').exists():
+            raise DataError(f"{str(out)!r} already holds a finished run; choose another --out or delete that folder")
+        if ckpt.exists() and not resume:
+            raise DataError(f"{str(out)!r} holds an interrupted run; pass --resume to continue it, or choose another --out")
+        if resume and not ckpt.exists():
+            raise DataError(f"nothing to resume in {str(out)!r}: it has no {ckpt.name} (train it first, without --resume)")
+        if out.exists() and not ckpt.exists() and any(out.iterdir()):
+            raise DataError(f"{str(out)!r} is not empty and is not a run; choose a new folder for --out")
+        sp = split(ds, protocol, seed=seed)
+        rec = Recommender(strategy, **{'progress': progress, **(options or {})})
+        t0 = time.perf_counter()
+        rec.fit(sp, checkpoint=ckpt)
+        seconds = time.perf_counter() - t0
+        metrics = protocol_metrics(rec, sp)
+        rec.data['source'] = source
+        rec.save(out)          # atomic: replaces the folder (and its checkpoint) only once everything is written
+        _write_json(out/'metrics.json', {'dataset': ds.name, 'protocol': protocol, 'strategy': strategy,
+                                         'fit_seconds': seconds, 'metrics': metrics})
     return rec, metrics
 
 def _metrics_table(metrics: dict) -> pd.DataFrame:
@@ -160,6 +272,37 @@ def cmd_train(args):
     if args.json: _write_json(args.json, metrics)
 
 # %% ../nbs/12_cli.ipynb #1ee09146
+RUN_SHAPE = {'strategy': str, 'config': dict, 'settings': dict, 'files': dict, 'data': (dict, type(None)), 'history': list}
+
+def check_run(path: str|Path # a run folder
+             ) -> None:
+    "A `DataError` for a run whose config.json holds values of the wrong type (edited by hand), before it is loaded."
+    cfg = Path(path)/'config.json'
+    try: meta = json.loads(cfg.read_text())
+    except (OSError, ValueError): return                     # missing or unreadable: `Recommender.load` says which
+    if not isinstance(meta, dict): return
+    damaged = f"{str(cfg)!r} is not as a run writes it"
+    fix = "it was edited or damaged: restore it from a backup, or retrain"
+    for key, kind in RUN_SHAPE.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise DataError(f"{damaged}: {key!r} is {type(meta[key]).__name__} {meta[key]!r}; {fix}")
+    if 'strategy' in meta and meta['strategy'] not in STRATEGY_NAMES:
+        raise DataError(f"{damaged}: unknown strategy {meta['strategy']!r}; {fix}")
+    source = (meta.get('data') or {}).get('source') or {}
+    try: check_options(meta.get('config', {})); check_options({k: v for k, v in source.items() if k in OPTION_RULES})
+    except DataError as e: raise DataError(f"{damaged}: {e}; {fix}") from None
+
+def load_run(path: str|Path # a run folder written by `transferrec train`
+            ):
+    "`Recommender.load`, after `check_run`; a file of the wrong shape is a `DataError`, not a traceback."
+    from transferrec.recommend import Recommender
+    check_run(path)
+    try: return Recommender.load(path)
+    except DataError: raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError) as e:
+        raise DataError(f"{str(Path(path)/'config.json')!r} is not as a run writes it ({type(e).__name__}: {str(e)[:120]}); "
+                        "it was edited or damaged: restore it from a backup, or retrain") from None
+
 def _run_split(rec, protocol: str|None):
     "Rebuild the split a run was trained on, from the options it recorded; refuse data that changed."
     from transferrec.data import split_fingerprint
@@ -179,30 +322,23 @@ def _run_split(rec, protocol: str|None):
 def cmd_evaluate(args):
     "Evaluate a saved run on the test part of its split."
     from transferrec.benchmark import protocol_metrics
-    from transferrec.recommend import Recommender
-    rec = Recommender.load(args.run)
+    rec = load_run(args.run)
     sp = _run_split(rec, args.protocol)
-    metrics = protocol_metrics(rec, sp, args.k)
+    metrics = protocol_metrics(rec, sp, _capped_k(args.k, sp.n_items))
     print(f"\n{args.run} | {rec.strategy} | {sp.dataset.name} | protocol {sp.protocol} | full ranking over {sp.n_items:,} items\n")
     _show(_metrics_table(metrics))
     if args.json: _write_json(args.json, metrics)
 
-def _as_ids(values: list[str], index: pd.Index, what: str) -> list:
-    "Command-line strings as ids of the run's own type."
-    if not pd.api.types.is_integer_dtype(index.dtype): return list(values)
-    try: return [int(v) for v in values]
-    except ValueError: raise DataError(f"{what} ids of this run are integers, got {values!r}") from None
-
 def cmd_recommend(args):
     "Top-k items for a known user, a list of liked items, or a text."
-    from transferrec.recommend import Recommender
-    rec = Recommender.load(args.run)
+    from transferrec.recommend import parse_ids
+    rec = load_run(args.run)
     given = [x is not None for x in (args.user, args.history, args.text)]
     if sum(given) != 1: raise DataError("pass exactly one of --user ID, --history ID,ID,... or --text '...'")
-    if args.user is not None: kw = {'user_id': _as_ids([args.user], rec.user_index, 'user')[0]}
-    elif args.history is not None: kw = {'history': _as_ids([v.strip() for v in args.history.split(',') if v.strip()], rec.item_index, 'item')}
+    if args.user is not None: kw = {'user_id': parse_ids([args.user], rec.user_index, 'user')[0]}
+    elif args.history is not None: kw = {'history': parse_ids([v.strip() for v in args.history.split(',') if v.strip()], rec.item_index, 'item')}
     else: kw = {'text': args.text}
-    df = rec.recommend(k=args.k, **kw)
+    df = rec.recommend(k=_capped_k(args.k, len(rec.item_index)), **kw)
     _show(_readable(df), index=False)
     if args.json: _write_json(args.json, json.loads(df.to_json(orient='records')))
 
@@ -210,6 +346,7 @@ def cmd_recommend(args):
 def cmd_serve(args):
     "Serve a run over HTTP until SIGTERM or Ctrl-C."
     from transferrec.serve import serve
+    check_run(args.run)
     serve(args.run, host=args.host, port=args.port, workers=args.workers, timeout=args.timeout,
           access_log=not args.no_access_log, log_level=args.log_level)
 
@@ -272,7 +409,8 @@ def quickstart(dataset: str='ml-100k', # a MovieLens name, "synthetic", or an in
                **source): # more dataset options (path, items, sep, min_user, min_item, implicit)
     "Train baselines and a transfer model under `loo` and `cold`, print the results and recommendations, write a report."
     from transferrec.benchmark import benchmark, benchmark_json
-    out = Path(out or f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}")
+    out = check_output(out or f"runs/quickstart-{time.strftime('%Y%m%d-%H%M%S')}", [], '--out', folder=True)
+    check_value('seed', seed, '--seed {example}')
     if out.exists() and any(out.iterdir()): raise DataError(f"{str(out)!r} is not empty; choose a new --out")
     ds = load_dataset(dataset, **source)
     print(f"{ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, {len(ds.interactions):,} interactions")
@@ -320,10 +458,14 @@ EXAMPLES = {
 
 def _dataset_args(p):
     "The options that name a dataset, shared by the commands that load one."
-    p.add_argument('--dataset', default='ml-100k', help=f"MovieLens name ({', '.join(MOVIELENS)}), 'synthetic', or an interactions CSV path")
+    p.add_argument('--dataset', default='ml-100k', help=f"MovieLens name ({', '.join(MOVIELENS)}), 'synthetic', or your own data: "
+                   "a CSV or Parquet interactions file, a RecBole folder, Amazon reviews JSONL")
     p.add_argument('--path', help='folder or zip of the MovieLens release (default: cache, download, or the offline ml-100k copy)')
-    p.add_argument('--items', help='item table CSV, for your own data')
-    p.add_argument('--sep', default=',', help='delimiter of your own CSV files')
+    p.add_argument('--items', help='item table (CSV, Parquet, or Amazon meta JSONL), for your own data')
+    p.add_argument('--format', default='auto', choices=FILE_FORMATS, help="the format of your own files (default: detected from them)")
+    p.add_argument('--columns', metavar='NAME=YOURS,...', help='your column names, e.g. user_id=customer,item_id=product,rating=stars,timestamp=ts')
+    p.add_argument('--text', metavar='COLUMN,...', help='the item columns that make the item text, in order, e.g. title,category,description')
+    p.add_argument('--sep', help="delimiter of your own CSV files (default: ','; '\\t' for tabs)")
     p.add_argument('--min-user', type=int, default=0, help='k-core: drop users with fewer interactions (repeated until stable)')
     p.add_argument('--min-item', type=int, default=0, help='k-core: drop items with fewer interactions')
     p.add_argument('--implicit', type=float, default=None, help='keep only ratings at or above this value')
@@ -420,9 +562,13 @@ def _add_benchmark(sub):
     return b
 
 # %% ../nbs/12_cli.ipynb #b7c2000b
+class OneLineParser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line, like the command's own, with where to find help."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
 def parser() -> argparse.ArgumentParser:
     "The `transferrec` argument parser."
-    top = argparse.ArgumentParser(prog='transferrec', description='Transfer learning for recommender systems.',
+    top = OneLineParser(prog='transferrec', description='Transfer learning for recommender systems.',
                                   epilog='run `transferrec COMMAND --help` for the options and an example of each command')
     top.add_argument('--verbose', action='store_true', help='show the traceback of errors')
     sub = top.add_subparsers(dest='command', metavar='COMMAND', required=True)
@@ -435,17 +581,68 @@ def parser() -> argparse.ArgumentParser:
     _add_benchmark(sub)
     return top
 
+# %% ../nbs/12_cli.ipynb #adae9d3b
+def check_args(args: argparse.Namespace # parsed command-line arguments
+              ) -> argparse.Namespace:
+    "Refuse bad option values and paths before any work is done: a `DataError` naming the option and the fix."
+    a = vars(args)
+    for name in ('seed', 'k', 'min_user', 'min_item', 'implicit', 'port', 'workers', 'timeout'):
+        if name in a: check_value(name, a[name], f"--{name.replace('_', '-')} {{example}}")
+    if a.get('sep') == '': raise DataError("--sep is empty; pass the delimiter of your files, e.g. --sep ';' or --sep '\\t'")
+    inputs = [check_input(a[k], f"--{k}") for k in ('dataset', 'path', 'items', 'run') if a.get(k) and Path(a[k]).exists()]
+    if a.get('json'): check_output(a['json'], inputs, '--json')
+    if a.get('out'): check_output(a['out'], inputs, '--out', folder=True)
+    return args
+
+# %% ../nbs/12_cli.ipynb #8a43ea57
+def resume_command(args: argparse.Namespace # the parsed arguments of an interrupted `train`
+                  ) -> str:
+    "The `transferrec train` command that continues the run: the options that differ from the defaults, and `--resume`."
+    defaults = vars(parser().parse_args(['train', '--out', str(args.out)]))
+    words = ['transferrec', 'train']
+    for key, value in vars(args).items():
+        if key in ('func', 'command', 'verbose', 'resume') or (key != 'out' and value == defaults.get(key)): continue
+        flag = '--' + key.replace('_', '-')
+        if value is True: words.append(flag)
+        else: words += [w for v in (value if isinstance(value, list) else [value]) for w in (flag, str(v))]
+    return shlex.join(words + ['--resume'])
+
+def _interrupted(args, e: KeyboardInterrupt) -> int:
+    "Print what stopped the command (and, for `train`, how to resume); the exit status 128 + the signal."
+    signum = int(e.signal) if isinstance(e, StopRequested) else signal.SIGINT     # a bare KeyboardInterrupt is Ctrl-C
+    message = f"transferrec {args.command}: interrupted by {signal.Signals(signum).name}"
+    if args.command == 'train':
+        out = Path(args.out)
+        saved = (out/'checkpoint.pt').exists() or (out/'checkpoints').exists()
+        message += f"; resume with: {resume_command(args)}" if saved else "; nothing was saved yet: run the same command again"
+    print(message, file=sys.stderr)
+    return 128 + signum
+
+def _raise_stop(signum, frame):
+    "SIGTERM outside training (which turns it into a clean stop at a step boundary itself): stop like Ctrl-C does."
+    raise StopRequested(signum)
+
 # %% ../nbs/12_cli.ipynb #62af94e7
 def main(argv: list[str]|None=None # arguments (default: sys.argv[1:])
         ) -> int:
     "Run the `transferrec` command; returns the exit status."
-    args = parser().parse_args(argv)
-    try: args.func(args)
-    except (DataError, FileNotFoundError) as e:
+    try: args = parser().parse_args(argv)
+    except SystemExit as e: return e.code                   # --help (0), or a usage error already printed (2)
+    def fail(message: str, code: int=2) -> int:
         if args.verbose: traceback.print_exc()
-        print(f"transferrec {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"transferrec {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"transferrec {args.command}: error: {message}", file=sys.stderr)
+        return code
+    sigterm = None
+    if args.command != 'serve':                             # the server handles its own signals
+        try: sigterm = signal.signal(signal.SIGTERM, _raise_stop)
+        except ValueError: pass                             # not the main thread: leave signals alone
+    try: args.func(check_args(args))
+    except (DataError, FileNotFoundError) as e: return fail(e)
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e: return fail(f"{e}; check the path and its permissions")
+    except OSError as e: return fail(f"{e}; check the path, its permissions and the free disk space", 1)
+    except MemoryError: return fail("out of memory; use a smaller dataset (--min-user/--min-item, a smaller MovieLens), "
+                                    "fewer or lighter models, a smaller batch size, or a machine with more memory", 1)
+    except KeyboardInterrupt as e: return _interrupted(args, e)
+    finally:
+        if sigterm is not None: signal.signal(signal.SIGTERM, sigterm)
     return 0
