@@ -246,7 +246,7 @@ def test_unreachable_hub_name():
 
 
 def test_bad_arguments(enc):
-    with pytest.raises(DataError, match='pooling must be one of'): load_encoder(pooling='max')
+    with pytest.raises(DataError, match='pooling must be one of'): load_encoder(pooling='median')
     with pytest.raises(DataError, match='wrap it'): encode_texts("Toy Story", enc)
     with pytest.raises(DataError, match=r'texts\[1\]'): encode_texts(["ok", float('nan')], enc)
     with pytest.raises(DataError, match='batch_size'): encode_texts(["ok"], enc, batch_size=0)

@@ -90,8 +90,8 @@ def test_save_load_identical(rec, data, tmp_path):
 
 def test_corrupt_and_incompatible_runs(rec, tmp_path):
     run = rec.save(tmp_path/'run')
-    w = (run/'weights.pt').read_bytes()
-    (run/'weights.pt').write_bytes(w[:len(w) // 2])
+    w = (run/'weights.safetensors').read_bytes()
+    (run/'weights.safetensors').write_bytes(w[:len(w) // 2])
     with pytest.raises(DataError, match='corrupt'): Recommender.load(run)
     run = rec.save(tmp_path/'run')  # the atomic save replaces the damaged folder
     meta = json.loads((run/'config.json').read_text()); meta['format_version'] = 99

@@ -57,8 +57,8 @@ def test_run_of_another_architecture_is_refused(rec, tmp_path):
 
 
 @pytest.mark.parametrize('damage,fragment', [
-    (lambda run: (run/'weights.pt').unlink(), 'is missing'),
-    (lambda run: (run/'weights.pt').write_bytes((run/'weights.pt').read_bytes()[:50]), 'corrupt'),
+    (lambda run: (run/'weights.safetensors').unlink(), 'is missing'),
+    (lambda run: (run/'weights.safetensors').write_bytes((run/'weights.safetensors').read_bytes()[:50]), 'corrupt'),
     (lambda run: (run/'config.json').write_text('{"format_version": 2, "strat'), 'corrupt'),
     (lambda run: _edit_config(run, lambda m: m.update(format_version=1, transferrec_version='0.0.1')), 'transferrec 0.0.1'),
     (lambda run: _edit_config(run, lambda m: m.pop('files')), 'damaged'),

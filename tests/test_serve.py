@@ -5,7 +5,7 @@ import importlib.util, json, signal, socket, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np, pandas as pd, pytest
 httpx = pytest.importorskip('httpx')
-from transferrec.core import DataError
+from transferrec.core import DataError, free_port
 from transferrec.data import synthetic, split
 from transferrec.recommend import Recommender
 import transferrec.serve as S
@@ -29,7 +29,7 @@ def run(rec, tmp_path_factory):
 
 def start_server(run, log) -> tuple[subprocess.Popen, str]:
     "`transferrec serve --run RUN` in a subprocess on a free port, logging to the file `log`; returned once GET /ready answers 200."
-    port = S.free_port()
+    port = free_port()
     cli = 'import sys; from transferrec.cli import main; sys.exit(main(sys.argv[1:]))'
     proc = subprocess.Popen([sys.executable, '-c', cli, 'serve', '--run', str(run), '--port', str(port), '--log-level', 'warning'],
                             stdout=open(log, 'wb'), stderr=subprocess.STDOUT)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_encoders.ipynb #1b674f88
 from __future__ import annotations
-import os, re, json, time, uuid, hashlib, warnings, contextlib
+import io, os, re, json, time, uuid, hashlib, tempfile, warnings, contextlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -13,14 +13,15 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from fastcore.basics import patch
-from .core import DataError, atomic_write
+from .core import DataError, atomic_dir
 
 # %% auto #0
-__all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'load_encoder', 'pool', 'tokenizer_fingerprint',
-           'encoder_identity', 'shard_checksum', 'VectorCache', 'encode_texts']
+__all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'sentence_transformer_config', 'load_encoder', 'pool',
+           'tokenizer_fingerprint', 'encoder_identity', 'shard_checksum', 'VectorCache', 'encode_texts',
+           'export_encoder']
 
 # %% ../nbs/05_encoders.ipynb #8265ec2b
-POOLINGS = ('mean', 'cls', 'last')
+POOLINGS = ('mean', 'cls', 'last', 'max')
 
 # model families that read left to right (causal language models): they pool the last token by default
 _DECODER_TYPES = {'gpt2', 'gpt_neo', 'gpt_neox', 'gpt_neox_japanese', 'gptj', 'gpt_bigcode', 'openai-gpt', 'ctrl',
@@ -84,6 +85,8 @@ class Encoder:
     pretrained: bool = True # False: same architecture, random weights
     decoder: bool = False # a left-to-right (causal) model
     quantized: bool = False # Linear layers in int8 (dynamic quantization)
+    normalize: bool = False # the model folder asks for unit-length vectors (a sentence-transformers Normalize module)
+    max_seq_length: int|None = None # the truncation length the model folder asks for (sentence-transformers)
 
     @property
     def fingerprint(self) -> str:
@@ -97,7 +100,9 @@ class Encoder:
         return p.device if p is not None else torch.device('cpu')
 
     def encode(self, texts, **kwargs) -> np.ndarray:
-        "Shortcut for `encode_texts(texts, self, **kwargs)`."
+        "The model's own vectors, as `SentenceTransformer.encode` gives them: `encode_texts(texts, self, **kwargs)` with the folder's normalisation and max_seq_length."
+        kwargs.setdefault('normalize', self.normalize)
+        if self.max_seq_length: kwargs.setdefault('max_length', self.max_seq_length)
         return encode_texts(texts, self, **kwargs)
 
     def __repr__(self):
@@ -129,7 +134,7 @@ def _resolve(name_or_path) -> tuple[str, bool]:
         if not p.is_dir():
             raise DataError(f"encoder path '{s}' is a file, not a model folder; pass the folder that holds config.json, "
                             "the weights and the tokenizer files (as written by save_pretrained)")
-        if not (p/'config.json').is_file():
+        if not (p/'config.json').is_file() and not (p/'modules.json').is_file():
             raise DataError(f"encoder folder '{s}' is not a Hugging Face model: it has no config.json. Pass a folder "
                             "written by model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
         return str(p.resolve()), True
@@ -158,10 +163,55 @@ def _load(what: str, value: str, local: bool, fn):
                         "config.json, the weights and the tokenizer files, as written by save_pretrained"
                         + (", or pass pretrained=False to build random weights from its config" if what == 'weights' else '')) from e
 
+# %% ../nbs/05_encoders.ipynb #c479bcf9
+_ST_POOLINGS = {'cls': 'cls', 'cls_token': 'cls', 'mean': 'mean', 'mean_tokens': 'mean', 'max': 'max', 'max_tokens': 'max',
+                'lasttoken': 'last'}
+
+def _json_file(path: Path) -> dict:
+    "A JSON object from a model folder ({} when the file is absent)."
+    if not path.is_file(): return {}
+    try: out = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path} is unreadable ({type(e).__name__}: {e}); restore the model folder from where it came") from None
+    if not isinstance(out, dict): raise DataError(f"{path} holds {type(out).__name__}, not a JSON object; restore the model folder")
+    return out
+
+def _st_pooling(cfg: dict, where: Path) -> str:
+    "transferrec's name of a Pooling module's rule: its `pooling_mode`, or the older `pooling_mode_*` flags."
+    modes = cfg.get('pooling_mode')
+    if modes is None: modes = [k.removeprefix('pooling_mode_') for k, on in cfg.items() if k.startswith('pooling_mode_') and on is True]
+    modes = [modes] if isinstance(modes, str) else list(modes)
+    if len(modes) != 1 or modes[0] not in _ST_POOLINGS:
+        raise DataError(f"the Pooling module in {where} asks for {modes or 'no pooling'}; transferrec pools with exactly one of "
+                        "cls, mean, max or lasttoken: pass load_encoder(..., pooling='mean') (or 'cls', 'last', 'max') to choose")
+    return _ST_POOLINGS[modes[0]]
+
+def sentence_transformer_config(folder: str|Path, # a model folder
+                               ) -> dict|None:
+    "What a sentence-transformers folder asks for (transformer folder, pooling, normalize, max_seq_length); None without modules.json."
+    folder = Path(folder)
+    if not (folder/'modules.json').is_file(): return None
+    try: modules = json.loads((folder/'modules.json').read_text())
+    except (OSError, ValueError) as e: raise DataError(f"{folder/'modules.json'} is unreadable ({e}); restore the model folder") from None
+    out = {'model_path': None, 'pooling': None, 'normalize': False, 'max_seq_length': None}
+    for m in sorted(modules, key=lambda m: m.get('idx', 0)) if isinstance(modules, list) else []:
+        kind, sub = str(m.get('type', '')).rsplit('.', 1)[-1], folder/str(m.get('path', ''))
+        if kind == 'Transformer' and out['model_path'] is None:
+            out['model_path'], out['max_seq_length'] = sub, _json_file(sub/'sentence_bert_config.json').get('max_seq_length')
+        elif kind == 'Pooling': out['pooling'] = _st_pooling(_json_file(sub/'config.json'), sub)
+        elif kind == 'Normalize': out['normalize'] = True
+        else: raise DataError(f"{folder} has a sentence-transformers {kind} module ({m.get('type')}), which transferrec does not "
+                              "apply; it reads Transformer, Pooling and Normalize modules: use a model without it")
+    if out['model_path'] is None: raise DataError(f"{folder/'modules.json'} names no Transformer module; pass a sentence-transformers model folder")
+    prompt = _json_file(folder/'config_sentence_transformers.json').get('default_prompt_name')
+    if prompt: warnings.warn(f"{folder} asks for the default prompt {prompt!r}, which transferrec does not add; put it in the item text template")
+    return out
+
 # %% ../nbs/05_encoders.ipynb #7736dd63
 def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name or folder; None: the bundled all-MiniLM-L6-v2
                  pretrained: bool=True, # False: the same architecture with random weights (the ablation)
-                 pooling: str|None=None, # "mean", "cls" or "last"; None: "last" for decoders, "mean" otherwise
+                 pooling: str|None=None, # "mean", "cls", "last" or "max"; None: the folder's Pooling module, else
+                                         # "last" for decoders and "mean" otherwise
                  seed: int=0, # seeds the random weights when pretrained=False
                  device: str|torch.device|None=None, # where to run; None: cuda when available (cpu when quantizing)
                  quantize: bool=False, # int8 dynamic quantization of the Linear layers (CPU only)
@@ -171,6 +221,8 @@ def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name o
         raise DataError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     src, local = _resolve(name_or_path)
     shown = str(name_or_path) if name_or_path is not None else src
+    st = sentence_transformer_config(src) if local else None
+    if st: src = str(st['model_path'].resolve())
     config = _load('config', shown, local, lambda: AutoConfig.from_pretrained(src))
     tokenizer = _load('tokenizer', shown, local, lambda: AutoTokenizer.from_pretrained(src))
     with _quiet_hf():
@@ -199,9 +251,10 @@ def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name o
                 model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
         except (ImportError, AttributeError, RuntimeError) as e:
             raise DataError(f"this torch {torch.__version__} cannot quantize dynamically ({e}); pass quantize=False") from e
-    enc = Encoder(model=model, tokenizer=tokenizer, pooling=pooling or ('last' if decoder else 'mean'), name=src,
-                  dim=int(dim) if dim else 0, max_length=int(min(limits)) if limits else 512, pretrained=pretrained,
-                  decoder=decoder, quantized=quantize)
+    st = st or {}
+    enc = Encoder(model=model, tokenizer=tokenizer, pooling=pooling or st.get('pooling') or ('last' if decoder else 'mean'),
+                  name=src, dim=int(dim) if dim else 0, max_length=int(min(limits)) if limits else 512, pretrained=pretrained,
+                  decoder=decoder, quantized=quantize, normalize=st.get('normalize', False), max_seq_length=st.get('max_seq_length'))
     if not enc.dim:  # unusual config: measure the width
         enc.dim = int(encode_texts(['a'], enc, cache_dir=False, progress=False).shape[1])
     return enc
@@ -209,12 +262,13 @@ def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name o
 # %% ../nbs/05_encoders.ipynb #bdb49af8
 def pool(hidden: torch.Tensor, # token vectors [batch, tokens, dim]
          mask: torch.Tensor, # attention mask [batch, tokens], 1 on real tokens
-         pooling: str='mean', # "mean", "cls" (first real token) or "last" (last real token)
+         pooling: str='mean', # "mean", "cls" (first real token), "last" (last real token) or "max" (per dimension)
         ) -> torch.Tensor:
     "Pool token vectors into one vector per text (differentiable; works with any padding side)."
     if pooling == 'mean':
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    if pooling == 'max': return hidden.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(hidden.dtype).min).amax(1)
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     if pooling == 'cls': return hidden[rows, mask.long().argmax(1)]
     if pooling == 'last':
@@ -260,6 +314,20 @@ def shard_checksum(keys: np.ndarray, # the text hashes of a shard
     h.update(np.ascontiguousarray(keys).tobytes()); h.update(np.ascontiguousarray(vectors).tobytes())
     return h.hexdigest()
 
+_PARTIAL = '.tmp-'   # the name prefix of a cache file still being written (renamed into place once complete)
+
+def _write_whole(path: Path, # the cache file to write
+                 data: bytes, # its content
+                ):
+    "Write a cache file aside (a `_PARTIAL` name in the same folder), then rename it into place: readers never see half a file."
+    fd, tmp = tempfile.mkstemp(prefix=_PARTIAL, suffix=f'-{path.name}', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f: f.write(data); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o644); os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError): os.unlink(tmp)
+        raise
+
 class VectorCache:
     "Vectors of one encoder identity: shard files of (text hash, vector) pairs, each with a checksum."
     max_shards = 8
@@ -273,9 +341,8 @@ class VectorCache:
         self.folder, self.dim = Path(root)/'encoders'/key, dim
         self.folder.mkdir(parents=True, exist_ok=True)
         meta = self.folder/'identity.json'
-        if not meta.exists():
-            with atomic_write(meta, 'w') as f: json.dump(identity, f, indent=1)
-        for tmp in self.folder.glob('.tmp-*'):
+        if not meta.exists(): _write_whole(meta, json.dumps(identity, indent=1).encode())
+        for tmp in self.folder.glob(_PARTIAL + '*'):
             with contextlib.suppress(OSError):
                 if time.time() - tmp.stat().st_mtime > self.stale_tmp_seconds: tmp.unlink()
 
@@ -330,9 +397,9 @@ def put(self: VectorCache, keys: list[str], # text hashes
 @patch
 def _write(self: VectorCache, keys, vectors):
     "One new shard file, written atomically with its checksum."
-    check = np.array(shard_checksum(keys, vectors))
-    with atomic_write(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz") as f:
-        np.savez(f, keys=keys, vectors=vectors, checksum=check)
+    check, buf = np.array(shard_checksum(keys, vectors)), io.BytesIO()
+    np.savez(buf, keys=keys, vectors=vectors, checksum=check)
+    _write_whole(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz", buf.getvalue())
 
 # %% ../nbs/05_encoders.ipynb #820bab8a
 def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
@@ -390,6 +457,16 @@ def _checked_texts(texts, batch_size, max_length) -> list[str]:
 
 # %% ../nbs/05_encoders.ipynb #96e4b2d7
 _SURROGATE = re.compile(r'[\ud800-\udfff]')
+_UNWRITABLE: dict = {}  # cache folder -> the error that stopped a write there (warned about once per process)
+
+def _cache_failed(root: Path, # the cache folder
+                  e: OSError, # what went wrong (read-only, permission denied, disk full, a file in the way)
+                 ):
+    "Remember a cache folder that cannot be written, and warn once: encoding goes on without storing vectors there."
+    if root in _UNWRITABLE: return
+    _UNWRITABLE[root] = e
+    warnings.warn(f"the vector cache folder {root} cannot be written ({e.strerror or e}): vectors are not cached; set "
+                  "TRANSFERREC_CACHE to a writable folder (or pass cache_dir= one, or cache_dir=False)")
 
 def encode_texts(texts, # a list (or Series / array) of strings
                  model: Encoder|str|Path|None=None, # an Encoder, or a name / path loaded once per process; None: the default
@@ -412,9 +489,7 @@ def encode_texts(texts, # a list (or Series / array) of strings
         if cache_dir is not False:
             root = cache_home() if cache_dir is None or cache_dir is True else Path(cache_dir).expanduser()
             try: cache = VectorCache(root, encoder_identity(enc, max_length), enc.dim)
-            except OSError as e:
-                warnings.warn(f"cannot use the vector cache folder {root} ({e}): vectors are not cached; pass cache_dir= "
-                              "a writable folder, or cache_dir=False")
+            except OSError as e: _cache_failed(root, e)
         found = cache.get(keys) if cache else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
@@ -425,11 +500,53 @@ def encode_texts(texts, # a list (or Series / array) of strings
             ids = [list(x) if len(x) else [fill] for x in ids]  # an empty text still gets one token
             vecs = _forward(enc, ids, int(batch_size), progress)
             found.update(zip((keys[i] for i in todo), vecs))
-            if cache:
+            if cache and root not in _UNWRITABLE:
                 try: cache.put([keys[i] for i in todo], vecs)
-                except OSError as e:
-                    warnings.warn(f"could not write to the vector cache {cache.folder} ({e}): the vectors are not cached")
+                except OSError as e: _cache_failed(root, e)
         row = {t: found[k] for t, k in zip(unique, keys)}
         out[:] = np.stack([row[t] for t in texts])
     if normalize: out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
+
+# %% ../nbs/05_encoders.ipynb #8f39fef9
+_ST_FLAGS = {'cls': 'pooling_mode_cls_token', 'mean': 'pooling_mode_mean_tokens', 'max': 'pooling_mode_max_tokens',
+             'last': 'pooling_mode_lasttoken'}
+
+def _st_files(enc: Encoder, normalize: bool, max_seq_length: int) -> dict:
+    "The sentence-transformers files of a folder (relative path -> JSON object), around the model saved at its root."
+    modules = [{'idx': 0, 'name': '0', 'path': '', 'type': 'sentence_transformers.models.Transformer'},
+               {'idx': 1, 'name': '1', 'path': '1_Pooling', 'type': 'sentence_transformers.models.Pooling'}]
+    if normalize: modules.append({'idx': 2, 'name': '2', 'path': '2_Normalize', 'type': 'sentence_transformers.models.Normalize'})
+    import transformers, transferrec
+    return {'modules.json': modules,
+            '1_Pooling/config.json': {'word_embedding_dimension': enc.dim, **{flag: mode == enc.pooling for mode, flag in _ST_FLAGS.items()},
+                                      'pooling_mode_mean_sqrt_len_tokens': False, 'pooling_mode_weightedmean_tokens': False,
+                                      'include_prompt': True},
+            'sentence_bert_config.json': {'max_seq_length': max_seq_length, 'do_lower_case': False},
+            'config_sentence_transformers.json': {'__version__': {'transferrec': transferrec.__version__, 'pytorch': torch.__version__,
+                                                                  'transformers': transformers.__version__},
+                                                  'prompts': {}, 'default_prompt_name': None,
+                                                  'similarity_fn_name': 'cosine' if normalize else 'dot'}}
+
+def export_encoder(enc: Encoder, # the encoder to write (for a Recommender, see `Recommender.export_encoder`)
+                   folder: str|Path, # the folder to write (replaced atomically if it exists)
+                   normalize: bool|None=None, # add a Normalize module; None: as the encoder's own folder says
+                   max_seq_length: int|None=None, # where texts are cut (tokens); None: the encoder's own, else 64 as in encode_texts
+                  ) -> Path:
+    "Write an encoder as a sentence-transformers model folder whose vectors equal transferrec's."
+    if enc.quantized: raise DataError("an int8-quantized encoder cannot be exported; export it before quantizing (quantize=False)")
+    if enc.pooling not in _ST_FLAGS: raise DataError(f"pooling {enc.pooling!r} has no sentence-transformers equivalent; use one of {POOLINGS}")
+    normalize = enc.normalize if normalize is None else bool(normalize)
+    max_seq_length = int(min(max_seq_length or enc.max_seq_length or 64, enc.max_length))
+    def write(tmp: Path):
+        with _quiet_hf(): enc.model.save_pretrained(tmp)
+        enc.tokenizer.save_pretrained(tmp)
+        for name, obj in _st_files(enc, normalize, max_seq_length).items():
+            (tmp/name).parent.mkdir(parents=True, exist_ok=True); (tmp/name).write_text(json.dumps(obj, indent=2))
+        if normalize: (tmp/'2_Normalize').mkdir()
+        (tmp/'README.md').write_text(f"---\nlibrary_name: sentence-transformers\npipeline_tag: sentence-similarity\ntags:\n"
+            f"- sentence-transformers\n- feature-extraction\n- transferrec\n---\n\n# Item text encoder\n\nA {type(enc.model).__name__} "
+            f"text encoder exported by transferrec: {enc.pooling} pooling{', unit-length vectors' if normalize else ''}, "
+            f"texts cut at {max_seq_length} tokens, {enc.dim}-dimensional vectors.\n\n```python\nfrom sentence_transformers "
+            "import SentenceTransformer\nmodel = SentenceTransformer('path/to/this/folder')\nvectors = model.encode(['an item text'])\n```\n")
+    return atomic_dir(Path(folder), write)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #b949e582
 from __future__ import annotations
-import hashlib, json, platform, time
+import contextlib, hashlib, json, platform, re, tempfile, time
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
@@ -16,10 +16,11 @@ from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
 from .crossencoder import CrossEncoderReranker
 from .metrics import topk
 from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
+from . import encoders
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'REASON_WINDOW', 'MATERIAL_SHARE', 'FORMAT_VERSION', 'build_strategy', 'Recommender', 'reason_quality',
-           'file_sha256']
+__all__ = ['STRATEGIES', 'REASON_WINDOW', 'MATERIAL_SHARE', 'FORMAT_VERSION', 'READABLE_FORMATS', 'build_strategy', 'Recommender',
+           'parse_ids', 'reason_quality', 'file_sha256', 'model_card']
 
 # %% ../nbs/08_recommend.ipynb #9131302d
 STRATEGIES = {'sequential': SequentialRecommender, 'two-tower': TwoTowerRecommender, 'cross-encoder': CrossEncoderReranker}
@@ -104,6 +105,32 @@ def _user_history(rec, user_id) -> np.ndarray:
     if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {rec.user_ids[:3].tolist()}, "
                                 "or recommend for a new user with history=[item ids] or text='...'")
     return np.asarray(rec.histories[pos])
+
+@patch
+def item_titles(self: Recommender) -> dict:
+    "Item id -> title (None where the catalogue has none), built once until the catalogue changes."
+    cache = getattr(self, '_titles', None)
+    if cache is None or cache[0] is not self.items:
+        ids, titles = _catalogue(self)
+        names = [None] * len(ids) if titles is None else titles.tolist()
+        self._titles = cache = (self.items, {i: t if isinstance(t, str) else None for i, t in zip(ids.tolist(), names)})
+    return cache[1]
+
+# %% ../nbs/08_recommend.ipynb #199cf9f7
+def parse_ids(values: list, # ids as given: strings from a command line, or JSON values
+              index: pd.Index, # the run's user or item ids (`rec.user_index`, `rec.item_index`)
+              what: str, # "user" or "item", for the message
+             ) -> list:
+    "Ids given as text or JSON, as the type of the run's ids; `DataError` naming a value that cannot be one."
+    if not pd.api.types.is_integer_dtype(index.dtype): return [str(v) for v in values]
+    out = []
+    for v in values:
+        if isinstance(v, str) and re.fullmatch(r'\s*-?\d+\s*', v): v = int(v)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not -2**63 <= v < 2**63:
+            shown = json.dumps(v, default=str)
+            raise DataError(f"{what} ids of this run are integers, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+        out.append(int(v))
+    return out
 
 # %% ../nbs/08_recommend.ipynb #8f2b6d13
 def _top_scores(scores: np.ndarray, # scores of every item for one user
@@ -277,7 +304,8 @@ def add_items(self: Recommender,
     return self
 
 # %% ../nbs/08_recommend.ipynb #b27eaaf4
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3      # safetensors weights, item vectors and a model card
+READABLE_FORMATS = (2, 3)  # 2: the earlier run folders, whose weights torch.save wrote (read with weights_only=True)
 
 def file_sha256(path: Path # a file to checksum
                ) -> str:
@@ -295,27 +323,116 @@ def _json_config(config: dict) -> dict:
         raise DataError(f"the option value {type(v).__name__} cannot be saved in a run; pass it as a name, path or number")
     return json.loads(json.dumps(config, default=plain))
 
+# %% ../nbs/08_recommend.ipynb #7f48c2b0
+def _weights_to_safetensors(folder: Path # a folder a strategy's `save_state` just wrote
+                           ) -> dict:
+    "Rewrite every torch state dict (`*.pt`) in the folder as safetensors: {new name: the name the strategy reads}."
+    from safetensors.torch import save_file
+    converted = {}
+    for pt in sorted(folder.rglob('*.pt')):
+        state = torch.load(pt, map_location='cpu', weights_only=True)   # the file this process just wrote
+        save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, pt.with_suffix('.safetensors'))
+        pt.unlink()
+        converted[pt.with_suffix('.safetensors').relative_to(folder).as_posix()] = pt.relative_to(folder).as_posix()
+    return converted
+
+def _mirror(src: Path, dst: Path, real: set):
+    "Link every entry of `src` into a new folder `dst`, except the folders in `real` (made as real folders, recursively)."
+    dst.mkdir()
+    for p in src.iterdir():
+        if p.is_dir() and any(r == p or p in r.parents for r in real): _mirror(p, dst/p.name, real)
+        else: (dst/p.name).symlink_to(p.resolve(), target_is_directory=p.is_dir())
+
+@contextlib.contextmanager
+def _state_folder(path: Path, # the run folder
+                  converted: dict, # from `_weights_to_safetensors`, as saved in config.json
+                 ):
+    "The folder the strategy's `restore_state` reads: the run itself, or a private copy with its state dicts rebuilt from safetensors."
+    if not converted: yield path; return
+    from safetensors.torch import load_file
+    with tempfile.TemporaryDirectory(prefix='transferrec-load-') as tmp:
+        stage = Path(tmp)/path.name
+        _mirror(path, stage, {path/Path(old).parent for old in converted.values()} - {path})
+        for new, old in converted.items():
+            (stage/old).unlink(missing_ok=True)                       # never the run's own .pt, if one was planted there
+            torch.save(load_file(path/new), stage/old)
+        yield stage
+
 # %% ../nbs/08_recommend.ipynb #93962729
 @patch
 def save(self: Recommender,
-         path: str|Path, # the run folder to write (replaced atomically if it exists)
+         path: str|Path, # the folder to write (replaced atomically if it exists)
+         metrics: dict|None=None, # test metrics for config.json and the model card; None: those `self.metrics` holds, if any
+         repo_id: str|None=None, # the hub repo the card's example loads from; None: the folder
         ) -> Path:
-    "Save the trained recommender atomically."
+    "Save the trained recommender atomically, in the Hugging Face layout: safetensors, JSON and a model card."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() before save()")
-    config = _json_config(self.config)
+    config, path = _json_config(self.config), Path(path)
+    metrics = metrics if metrics is not None else getattr(self, 'metrics', None)
     def write(tmp: Path):
+        from safetensors.torch import save_file
         self.model.save_state(tmp)
+        converted = _weights_to_safetensors(tmp)
         self.items.to_json(tmp/'items.json', orient='records', force_ascii=False)
         flat = lambda hs: np.concatenate(hs) if len(hs) else np.zeros(0, np.int64)
         np.savez(tmp/'histories.npz', user_ids=self.user_ids, train=flat(self.train_histories), full=flat(self.histories),
                  train_lengths=[len(h) for h in self.train_histories], full_lengths=[len(h) for h in self.histories])
-        meta = {'format_version': FORMAT_VERSION, 'transferrec_version': transferrec.__version__,
+        if supports_index(self.model):
+            save_file({'item_vectors': torch.from_numpy(np.ascontiguousarray(self.model.item_matrix(), np.float32))}, tmp/'item_vectors.safetensors')
+        meta = {'format_version': FORMAT_VERSION, 'library': 'transferrec', 'transferrec_version': transferrec.__version__,
                 'torch_version': torch.__version__, 'python': platform.python_version(), 'strategy': self.strategy,
-                'config': config, 'settings': self.model.config, 'data': getattr(self, 'data', None), 'n_items': len(self.items), 'history': self.history,
-                'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
+                'config': config, 'settings': self.model.config, 'data': getattr(self, 'data', None), 'n_items': len(self.items),
+                'history': self.history, 'metrics': metrics, 'converted': converted, 'saved_at': time.strftime('%Y-%m-%dT%H:%M:%S'),
                 'files': {p.relative_to(tmp).as_posix(): file_sha256(p) for p in sorted(tmp.rglob('*')) if p.is_file()}}
         (tmp/'config.json').write_text(json.dumps(meta, indent=2, default=str))
-    return atomic_dir(Path(path), write)
+        (tmp/'README.md').write_text(model_card(meta, repo_id or path.name))   # not checksummed: edit it freely
+    return atomic_dir(path, write)
+
+@patch
+def save_pretrained(self: Recommender,
+                    folder: str|Path, # the folder to write (replaced atomically if it exists)
+                    **kwargs, # `metrics=`, `repo_id=` as in `save`
+                   ) -> Path:
+    "`save` under the Hugging Face name."
+    return self.save(folder, **kwargs)
+
+# %% ../nbs/08_recommend.ipynb #8ed52797
+def _card_value(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+def model_card(meta: dict, # a run's config.json, as `save` writes it
+               name: str, # the hub repo id or folder name the example loads
+              ) -> str:
+    "The README.md of a saved recommender: YAML metadata, training data and protocol, metrics, usage, intended use and limitations."
+    data, strategy, metrics = meta.get('data') or {}, meta['strategy'], meta.get('metrics') or {}
+    dataset, settings = data.get('dataset'), meta.get('settings') or {}
+    encoder = settings.get('model')
+    yaml = ['---', 'library_name: transferrec', 'tags:', '- recommender-system', '- transferrec', f'- {strategy}',
+            '- sequential-recommendation' if strategy == 'sequential' else '- text-based-recommendation']
+    if dataset: yaml += ['datasets:', f'- {dataset}']
+    if isinstance(encoder, str) and not Path(encoder).is_absolute() and '/' in encoder: yaml.append(f'base_model: {encoder}')
+    yaml.append('---')
+    trained = (f"trained on **{dataset}** ({data.get('n_users', '?'):,} users, {data.get('n_items', '?'):,} items) under the "
+               f"**{data.get('protocol')}** protocol (seed {data.get('seed')})") if data else "trained from Python (the data is not recorded)"
+    lines = [*yaml, '', f"# {Path(name).name}", '', f"A transferrec **{strategy}** recommender, {trained}. "
+             f"Saved by transferrec {meta.get('transferrec_version')} with torch {meta.get('torch_version')}.", '',
+             '## Usage', '', '```python', 'from transferrec.recommend import Recommender',
+             f'rec = Recommender.from_pretrained("{name}")', 'rec.recommend(user_id=rec.user_ids[0], k=10)   # a known user',
+             'rec.recommend(text="what the user likes, in words", k=10)  # a new user' if 'id' != settings.get('item_repr') else '', '```', '']
+    if metrics:
+        lines += ['## Evaluation', '', f"Full ranking over all {meta.get('n_items'):,} items, on the test part of the "
+                  f"{data.get('protocol')} split, items the user has seen left out:", '',
+                  '| metric | value |', '|---|---|', *[f"| {k} | {_card_value(v)} |" for k, v in metrics.items()], '']
+    options = {k: v for k, v in (meta.get('config') or {}).items() if k not in ('progress', 'num_threads')}
+    lines += ['## Training', '', f"Options: `{json.dumps(options)}`. Epochs or evaluations recorded: {len(meta.get('history') or [])}.", '',
+              '## Intended use and limitations', '',
+              '- Ranks the items of this catalogue for the users of this dataset, for new users from liked items'
+              + ('' if settings.get('item_repr') == 'id' else ' or a text, and for new items from their text') + '.',
+              '- It learned from past interactions: it repeats their popularity and gaps, and says nothing about items '
+              'or users unlike those it saw. Check its recommendations on your own users before relying on them.',
+              '- The metrics above are offline estimates on one split of one dataset, not a measure of usefulness.',
+              '- The weights are safetensors; loading checks every file against the checksums in `config.json`.', '']
+    return '\n'.join(lines)
 
 # %% ../nbs/08_recommend.ipynb #e567ec4a
 def _read_meta(path: Path) -> dict:
@@ -326,11 +443,11 @@ def _read_meta(path: Path) -> dict:
     try: meta = json.loads(cfg.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{str(cfg)!r} is corrupt ({e}); retrain, or restore the run from a backup") from None
-    if not isinstance(meta, dict) or meta.get('format_version') != FORMAT_VERSION:
+    if not isinstance(meta, dict) or meta.get('format_version') not in READABLE_FORMATS:
         meta = meta if isinstance(meta, dict) else {}
         raise DataError(f"{str(path)!r} was saved by transferrec {meta.get('transferrec_version', '?')} in run format "
-                        f"{meta.get('format_version')}; this is transferrec {transferrec.__version__} (format {FORMAT_VERSION}): "
-                        "retrain with this version or install the one that saved it")
+                        f"{meta.get('format_version')}; this is transferrec {transferrec.__version__} (formats {READABLE_FORMATS}): "
+                        "retrain with this version, or load it with the version that saved it and save it again")
     for key in ('strategy', 'config', 'files'):
         if key not in meta: raise DataError(f"{str(cfg)!r} has no {key!r} entry: the file is damaged; retrain")
     for name, digest in meta['files'].items():
@@ -339,16 +456,29 @@ def _read_meta(path: Path) -> dict:
         if file_sha256(f) != digest: raise DataError(f"{str(f)!r} is corrupt (checksum mismatch); retrain, or restore the run from a backup")
     return meta
 
+def _metrics_beside(path: Path) -> dict|None:
+    "The test metrics `transferrec train` writes next to a run (metrics.json), if any."
+    try: m = json.loads((path/'metrics.json').read_text()).get('metrics')
+    except (OSError, ValueError, AttributeError): return None
+    return {k: v for k, v in m.items() if isinstance(v, (int, float))} if isinstance(m, dict) else None
+
 # %% ../nbs/08_recommend.ipynb #7f3a1d56
 @patch(cls_method=True)
-def load(cls: Recommender, path: str|Path # a run folder written by `save`
+def load(cls: Recommender, path: str|Path # a folder written by `save` (or `transferrec train`)
         ) -> Recommender:
     "Load a saved recommender, checking versions and checksums."
     path = Path(path)
     meta = _read_meta(path)
     rec = cls(meta['strategy'], **meta['config'])
     items = pd.read_json(path/'items.json', orient='records')
-    try: rec.model.restore_state(path, items)
+    try:
+        converted = meta.get('converted') or {}
+        with _state_folder(path, converted) as state:
+            try: rec.model.restore_state(state, items)
+            except DataError as e:   # name the run's own files, not the private copy's
+                message = str(e).replace(str(state), str(path))
+                for new, old in converted.items(): message = message.replace(str(path/old), str(path/new))
+                raise DataError(message) from None
     except DataError: raise
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise DataError(f"{str(path)!r} says it holds a {meta['strategy']} run, but its files do not load as one "
@@ -359,5 +489,69 @@ def load(cls: Recommender, path: str|Path # a run folder written by `save`
     rec.items, rec.user_ids, rec.user_index = items, h['user_ids'], pd.Index(h['user_ids'])
     rec.item_index = pd.Index(items['item_id'])
     rec.train_histories, rec.histories = unflat(h['train'], h['train_lengths']), unflat(h['full'], h['full_lengths'])
-    rec.data = meta.get('data')
+    rec.data, rec.metrics = meta.get('data'), meta.get('metrics') or _metrics_beside(path)
     return rec
+
+# %% ../nbs/08_recommend.ipynb #f2b8d85e
+def _looks_like_folder(s: str) -> bool:
+    return s.startswith(('/', './', '../', '~', '\\')) or '\\' in s or s.count('/') > 1 or (len(s) > 1 and s[1] == ':')
+
+@patch(cls_method=True)
+def from_pretrained(cls: Recommender,
+                    name_or_path: str|Path, # a folder written by `save`, or a Hugging Face hub repo id ("user/name")
+                    revision: str|None=None, # a branch, tag or commit of the hub repo
+                    token: str|None=None, # a hub token for a private repo; None: the one `hf auth login` stored
+                   ) -> Recommender:
+    "Load a saved recommender from a folder or from the Hugging Face hub."
+    s = str(name_or_path)
+    if isinstance(name_or_path, Path) or Path(s).expanduser().exists() or _looks_like_folder(s): return cls.load(Path(s).expanduser())
+    from huggingface_hub import snapshot_download, constants
+    try: folder = snapshot_download(s, revision=revision, token=token)
+    except Exception as e:
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+        raise DataError(f"could not get {s!r} from the Hugging Face hub ({why}); " + (
+            "HF_HUB_OFFLINE=1 is set, so only the local cache is read: unset HF_HUB_OFFLINE to download it, or pass the path "
+            "of a folder downloaded where you are online (`hf download REPO --local-dir DIR`)" if constants.HF_HUB_OFFLINE else
+            "check the repo id, your connection and your access (`hf auth login`, or token=); set HF_HUB_OFFLINE=1 to use "
+            "only the local cache")) from None
+    return cls.load(folder)
+
+@patch
+def push_to_hub(self: Recommender,
+                repo_id: str, # "user/name" on the Hugging Face hub (created if it does not exist)
+                private: bool|None=None, # create the repo private; None: the hub's default
+                token: str|None=None, # a hub token with write access; None: the one `hf auth login` stored
+                commit_message: str|None=None, # the commit's message
+               ) -> str:
+    "Save the recommender (safetensors, JSON, model card) and upload the folder to the Hugging Face hub: the commit's URL."
+    from huggingface_hub import HfApi
+    with tempfile.TemporaryDirectory(prefix='transferrec-push-') as tmp:
+        folder = self.save(Path(tmp)/repo_id.split('/')[-1], repo_id=repo_id)
+        api = HfApi(token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True, repo_type='model')
+            commit = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type='model',
+                                       commit_message=commit_message or f"Upload a transferrec {self.strategy} recommender")
+        except DataError: raise
+        except Exception as e:
+            raise DataError(f"could not upload to the Hugging Face hub repo {repo_id!r} ({type(e).__name__}: "
+                            f"{(str(e).splitlines() or [''])[0][:160]}); log in with `hf auth login` (or pass token=), check "
+                            "that you may write to the repo, and unset HF_HUB_OFFLINE; or save(folder) and upload it yourself") from None
+    return str(getattr(commit, 'commit_url', commit))
+
+# %% ../nbs/08_recommend.ipynb #299b6c99
+def _text_tower(model, strategy: str) -> tuple:
+    "The encoder behind a strategy's item vectors, whether they are unit length, and where texts are cut."
+    if isinstance(model, CrossEncoderReranker): return _text_tower(model.retriever, strategy)
+    if isinstance(model, TwoTowerRecommender): return model.encoder, True, model.config['item_max_length']
+    if isinstance(model, SequentialRecommender) and 'text' in model.config['item_repr']: return model.encoder(), False, 64
+    raise DataError(f"this {strategy} recommender has no text encoder to export (an ID-only model learns item vectors, not a "
+                    "text encoder); train one with item_repr='text' or the two-tower strategy")
+
+@patch
+def export_encoder(self: Recommender,
+                   folder: str|Path, # the folder to write (replaced atomically if it exists)
+                  ) -> Path:
+    "Write the item tower (the fine-tuned text encoder) as a sentence-transformers model with the recommender's item text vectors."
+    enc, normalize, max_length = _text_tower(self.model, self.strategy)
+    return encoders.export_encoder(enc, folder, normalize=normalize, max_seq_length=max_length)

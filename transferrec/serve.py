@@ -6,7 +6,7 @@
 __all__ = ['MAX_K', 'MAX_TEXT_CHARS', 'MAX_IDS', 'MAX_NEW_ITEMS', 'Id', 'Cell', 'ENV_OPTIONS', 'RecommendRequest', 'NewItem',
            'NewItems', 'ItemRef', 'Recommendation', 'Recommendations', 'SimilarItems', 'AddedItems', 'Saved',
            'ErrorBody', 'RequestError', 'Service', 'validation_message', 'add_error_handlers', 'BodyLimit',
-           'create_app', 'add_routes', 'free_port', 'app_from_environment', 'serve', 'ServerThread']
+           'create_app', 'add_routes', 'app_from_environment', 'serve', 'ServerThread']
 
 # %% ../nbs/11_serve.ipynb #5e7a0c12
 import asyncio, contextlib, json, logging, os, socket, sys, threading, time, urllib.request
@@ -16,8 +16,8 @@ from typing import Annotated
 import numpy as np, pandas as pd
 from fastcore.basics import patch
 import transferrec
-from .core import DataError, atomic_write
-from .recommend import Recommender
+from .core import DataError, atomic_write, free_port
+from .recommend import Recommender, parse_ids
 from .retrieval import VectorIndex, supports_index
 try:
     import uvicorn
@@ -119,7 +119,7 @@ class Service:
         self.rec = source if isinstance(source, Recommender) else None
         self.source, self.timeout, self.allow_changes = source, float(timeout), allow_changes
         self.save_to = Path(save_to) if save_to else (None if self.rec is not None else Path(source))
-        self.pool, self.loading, self._titles, self._unit, self._similar = None, None, (0, {}), None, None
+        self.pool, self.loading, self._unit, self._similar = None, None, None, None
 
     def start(self) -> 'Service':
         "Start the model thread; it loads the run (when given a folder) and warms the model up."
@@ -160,30 +160,10 @@ class Service:
         return f"Service({self.rec if self.rec is not None else str(self.source)!r}, {state})"
 
 # %% ../nbs/11_serve.ipynb #5e7a0c20
-def _ids(values: list, index: pd.Index, what: str) -> list:
-    "Ids from JSON as the type of `index` (the run's user or item ids)."
-    if not pd.api.types.is_integer_dtype(index.dtype): return [str(v) for v in values]
-    out = []
-    for v in values:
-        if isinstance(v, str) and v.strip().lstrip('-').isdigit(): v = int(v)
-        if not isinstance(v, int) or not -2**63 <= v < 2**63:
-            raise DataError(f"{what} ids of this run are integers, got {_short(v)}")
-        out.append(v)
-    return out
-
-@patch
-def titles(self: Service) -> dict:
-    "Item id -> title (None where the catalogue has none)."
-    items = self.rec.items
-    if self._titles[0] != len(items):
-        names = items['title'].tolist() if 'title' in items else [None] * len(items)
-        self._titles = (len(items), {i: t if isinstance(t, str) else None for i, t in zip(items['item_id'].tolist(), names)})
-    return self._titles[1]
-
 @patch
 def rows(self: Service, df: pd.DataFrame) -> list[dict]:
     "Recommendations as JSON rows: id, title, score, `because` items with their titles, and `why` in words."
-    titles = self.titles()
+    titles = self.rec.item_titles()
     out = [{'item_id': i, 'title': titles.get(i), 'score': s} for i, s in zip(df['item_id'].tolist(), df['score'].tolist())]
     if 'because' in df:
         for row, because in zip(out, df['because']): row['because'] = [{'item_id': i, 'title': titles.get(i)} for i in because]
@@ -198,10 +178,10 @@ def recommend(self: Service, req: RecommendRequest) -> dict:
     rec = self.rec
     given = [n for n in ('user_id', 'history', 'text') if getattr(req, n) is not None]
     if len(given) != 1: raise DataError(f"send exactly one of user_id, history or text; got {' and '.join(given) or 'none'}")
-    if req.user_id is not None: who = {'user_id': _ids([req.user_id], rec.user_index, 'user')[0]}
-    elif req.history is not None: who = {'history': _ids(req.history, rec.item_index, 'item')}
+    if req.user_id is not None: who = {'user_id': parse_ids([req.user_id], rec.user_index, 'user')[0]}
+    elif req.history is not None: who = {'history': parse_ids(req.history, rec.item_index, 'item')}
     else: who = {'text': req.text}
-    exclude = _ids(req.exclude, rec.item_index, 'item') or None
+    exclude = parse_ids(req.exclude, rec.item_index, 'item') or None
     return {'items': self.rows(rec.recommend(**who, k=req.k, exclude_seen=req.exclude_seen, exclude=exclude, explain=req.explain))}
 
 # %% ../nbs/11_serve.ipynb #5e7a0c26
@@ -209,10 +189,10 @@ def recommend(self: Service, req: RecommendRequest) -> dict:
 def similar(self: Service, item_id, k: int=10) -> dict:
     "Answer GET /items/{item_id}/similar (on the model thread)."
     rec = self.rec
-    iid = _ids([item_id], rec.item_index, 'item')[0]
+    iid = parse_ids([item_id], rec.item_index, 'item')[0]
     row = rec.item_index.get_indexer([iid])[0]
     if row < 0: raise RequestError(f"unknown item id {_short(iid)}: not in the catalogue of {len(rec.items)} items", 404)
-    item = {'item_id': iid, 'title': self.titles().get(iid)}
+    item = {'item_id': iid, 'title': self.rec.item_titles().get(iid)}
     if not supports_index(rec.model): return {'item': item, 'items': self.rows(rec.recommend(history=[iid], k=k, explain=False))}
     if self._unit is None or len(self._unit) != len(rec.items):
         m = rec.model.item_matrix()
@@ -232,16 +212,16 @@ def add_items(self: Service, new: NewItems) -> dict:
                            "run it with one worker to add items at run time", 409)
     rec = self.rec
     rows = [{**item.model_extra, 'item_id': item.item_id, 'title': item.title} for item in new.items]
-    for row, iid in zip(rows, _ids([r['item_id'] for r in rows], rec.item_index, 'item')): row['item_id'] = iid
+    for row, iid in zip(rows, parse_ids([r['item_id'] for r in rows], rec.item_index, 'item')): row['item_id'] = iid
     ids = [r['item_id'] for r in rows]
     if len(set(ids)) < len(ids): raise DataError(f"item id(s) {sorted({i for i in ids if ids.count(i) > 1}, key=str)[:5]} appear more than once")
     rec.add_items(pd.DataFrame(rows))
-    titles = self.titles()
+    titles = self.rec.item_titles()
     return {'added': [{'item_id': i, 'title': titles.get(i)} for i in ids], 'n_items': len(rec.items)}
 
 def _files_not_in_run(folder: Path) -> dict:
     "The files of a run folder that `Recommender.save` does not write (e.g. metrics.json): relative path -> bytes."
-    try: written = set(json.loads((folder/'config.json').read_text()).get('files', {})) | {'config.json'}
+    try: written = set(json.loads((folder/'config.json').read_text()).get('files', {})) | {'config.json', 'README.md'}
     except (OSError, ValueError): return {}
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob('*'))
             if p.is_file() and p.relative_to(folder).as_posix() not in written and not p.name.startswith('.')}
@@ -375,10 +355,6 @@ def add_routes(app: FastAPI, service: Service):
 
 # %% ../nbs/11_serve.ipynb #5e7a0c34
 ENV_OPTIONS = 'TRANSFERREC_SERVE_OPTIONS'   # the options of `create_app` for worker processes, as JSON
-
-def free_port(host: str='127.0.0.1') -> int:
-    "A TCP port nothing listens on now."
-    with socket.socket() as s: s.bind((host, 0)); return s.getsockname()[1]
 
 def app_from_environment() -> FastAPI:
     "The app of one worker process, from the options `serve` put in the environment."
