@@ -239,9 +239,12 @@ def read_tables(source, # the interactions: a CSV (or .tsv, .zip, .gz) or Parque
         raise DataError(f"text columns {text} need an item table: pass items= (command line: --items products.csv)")
     name = name or _stem(src)
     if not any(p.is_file() and _magic(p) == b'PAR1' for p in paths):  # all delimited: load_csv explains bad lines best
-        found = _header(src, sep) if src.is_file() else None
-        if found: check_columns(found, columns, f"interactions file {str(src)!r}")
-        ds = load_csv(src, items, users, sep=sep, columns=columns, dropna=dropna, encoding=encoding, name=name)
+        try: ds = load_csv(src, items, users, sep=sep, columns=columns, dropna=dropna, encoding=encoding, name=name)
+        except DataError:  # when the header itself is sound, the columns are the problem: name the flag that maps them
+            found = _header(src, sep) if src.is_file() else None
+            if found and len(found) > 1 and not any(re.fullmatch(r'-?[\d.]+', str(c)) for c in found):
+                check_columns(found, columns, f"interactions file {str(src)!r}")
+            raise
         if text: ds.items = text_column(ds.items, text, f"item file {str(items)!r}")
         return ds
     ids = set(CANONICAL[:2]) | {k for k, v in columns.items() if v in CANONICAL[:2]}
