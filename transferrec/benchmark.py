@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from .core import DataError, full_size
 from .data import Dataset, load_movielens, synthetic
 from .data import split as split_dataset
-from .metrics import evaluate, parse_k
+from .metrics import evaluate, parse_k, rating_metrics
 from .baselines import BASELINES, construct
 from .sequential import TextEASE
 from .twotower import TWO_TOWER_TUTORIAL
@@ -33,6 +33,7 @@ TRANSFER_MODELS = {
     'two-tower': partial(Recommender, 'two-tower', **TWO_TOWER_TUTORIAL),
     'two-tower+rerank': partial(Recommender, 'cross-encoder', retriever={'strategy': 'two-tower', **TWO_TOWER_TUTORIAL},
                                 **CROSS_ENCODER_TUTORIAL),
+    'multitask': partial(Recommender, 'multitask'),
 }
 MODELS = {**BASELINES, **TRANSFER_MODELS}  # name -> class or factory
 
@@ -71,6 +72,9 @@ def protocol_metrics(model, # a fitted model with score(user_indices, on)
     if spl.protocol == "cold" and spl.cold_items is not None:
         r = evaluate(model, spl, k, on, metrics=BENCH_METRICS, candidates=spl.cold_items)
         row.update({f"{m}_cold": float(v) for m, v in r.items() if "@" in m})
+    rater, part = getattr(model, "model", model), getattr(spl, on)   # a Recommender's strategy, or the model itself
+    if callable(getattr(rater, "predict", None)) and "rating" in part:
+        row["rmse"] = rating_metrics(part["rating"], model.predict(part))["rmse"]
     return row
 
 # %% ../nbs/09_benchmark.ipynb #2f9a6c3b
