@@ -4,15 +4,19 @@
 
 # %% ../nbs/00_core.ipynb #f21c0cfd
 from __future__ import annotations
-import contextlib, os, platform, shutil, socket, tempfile
+import contextlib, ctypes, errno, glob, os, platform, re, shutil, signal, socket, sys, tempfile, threading
+try: import fcntl
+except ImportError: fcntl = None   # no OS file locks (Windows): folders are written unlocked
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 import numpy as np, pandas as pd, torch
 import transferrec
 
 # %% auto #0
-__all__ = ['DataError', 'atomic_write', 'atomic_dir', 'load_weights', 'require_files', 'set_seed', 'torch_threads', 'score_users',
-           'EarlyStopping', 'machine_info', 'free_port', 'full_size', 'Strategy', 'missing_methods']
+__all__ = ['DataError', 'write_failed', 'atomic_write', 'folder_lock', 'exchange_paths', 'recover_dir', 'atomic_dir',
+           'load_state', 'load_weights', 'require_files', 'set_seed', 'torch_threads', 'score_users', 'EarlyStopping',
+           'StopRequested', 'StopFlag', 'stop_requests', 'machine_info', 'free_port', 'full_size', 'Strategy',
+           'missing_methods']
 
 # %% ../nbs/00_core.ipynb #133ed592
 class DataError(ValueError):
@@ -23,48 +27,156 @@ def _umask() -> int:
     "The process's file-creation mask (read by setting it and putting it back)."
     umask = os.umask(0); os.umask(umask); return umask
 
+_NO_ROOM = {errno.ENOSPC: 'the disk is full', errno.EDQUOT: 'the disk quota is used up', errno.EACCES: 'permission denied',
+            errno.EPERM: 'permission denied', errno.EROFS: 'the file system is read-only'}
+
+def write_failed(e: OSError, # the error of a failed write
+                 path: Path, # what was being written
+                 what: str='file', # "file" or "folder"
+                ) -> OSError|DataError:
+    "A `DataError` naming what failed and where, for a full disk or a read-only place; other errors unchanged."
+    if e.errno not in _NO_ROOM: return e
+    fix = ('free some space there' if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+           'choose a folder you can write to (e.g. another --out)')
+    return DataError(f"could not write the {what} {str(path)!r}: {_NO_ROOM[e.errno]} ({errno.errorcode[e.errno]}); "
+                     f"nothing was changed there (any previous version is whole): {fix}, then run again")
+
 @contextlib.contextmanager
 def atomic_write(path: str|Path, # the file to write (its folder is created)
                  mode: str='wb', # "wb" for bytes, "w" for text
                 ):
     "Write `path` all at once: a temporary file replaces it on success and is removed on failure."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=f'-{path.name}', dir=path.parent)
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.tmp-', suffix=f'-{path.name}', dir=path.parent)
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush(); os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # the permissions a plain open() gives, not mkstemp's owner-only 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True); raise
+    except BaseException as e:
+        if tmp is not None: Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and (err := write_failed(e, path)) is not e: raise err from None
+        raise
+
+# %% ../nbs/00_core.ipynb #c6023e4e
+_HELD: dict = {}   # lock file -> [file descriptor, depth] of the locks this process holds
+
+def _take_lock(lock: Path, path: Path) -> int:
+    "Open and lock `lock` without waiting: its file descriptor, or a DataError naming the holder."
+    while True:
+        try:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as e: raise write_failed(e, path, 'folder') from None
+        try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 300).decode(errors='replace').strip() or '? (starting)'
+            os.close(fd)
+            pid, _, command = holder.partition(' ')
+            raise DataError(f"{str(path)!r} is in use by PID {pid} ({command or 'another transferrec process'}); "
+                            "wait for it to finish or choose another --out") from None
+        try: current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError: current = False
+        if current: break
+        os.close(fd)  # the previous holder removed this lock file as we opened it: take the new one
+    os.ftruncate(fd, 0); os.write(fd, f"{os.getpid()} {' '.join(sys.argv)[:200]}\n".encode())
+    return fd
+
+@contextlib.contextmanager
+def folder_lock(path: str|Path, # the folder (or file) about to be written
+               ):
+    "Hold the OS lock of `path` while the block runs; a `DataError` naming the PID that holds it otherwise."
+    path = Path(path).absolute()
+    lock = path.with_name(f'.{path.name}.lock')
+    if fcntl is None or str(lock) in _HELD:   # no OS locks here, or this process holds it already
+        if str(lock) in _HELD: _HELD[str(lock)][1] += 1
+        try: yield lock
+        finally:
+            if str(lock) in _HELD: _HELD[str(lock)][1] -= 1
+        return
+    _HELD[str(lock)] = [_take_lock(lock, path), 1]
+    try: yield lock
+    finally:
+        fd = _HELD.pop(str(lock))[0]
+        with contextlib.suppress(OSError): lock.unlink()   # before unlocking: a waiting writer then sees a fresh file
+        os.close(fd)
 
 # %% ../nbs/00_core.ipynb #5dc1d97a
+def exchange_paths(a: Path, # an existing file or folder
+                   b: Path, # another one
+                  ) -> bool:
+    "Swap two existing paths in one step (Linux `renameat2(RENAME_EXCHANGE)`); False where the system cannot."
+    rename = getattr(ctypes.CDLL(None, use_errno=True), 'renameat2', None) if sys.platform == 'linux' else None
+    if rename is None: return False
+    if rename(-100, os.fsencode(a), -100, os.fsencode(b), 2) == 0: return True   # -100: AT_FDCWD, 2: RENAME_EXCHANGE
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP): return False   # a file system without it
+    raise OSError(err, os.strerror(err), str(b))
+
+def _hidden(path: Path, kind: str) -> list[Path]:
+    "The hidden `.<name>.<kind>-*` folders of `path`'s saves, oldest first."
+    return sorted(path.parent.glob(f'.{glob.escape(path.name)}.{kind}-*'), key=lambda p: p.stat().st_mtime)
+
+def recover_dir(path: str|Path, # a folder written by `atomic_dir`
+               ) -> Path:
+    "Finish the swap of a save that stopped between its two renames, and remove what interrupted saves left behind."
+    path = Path(path)
+    if not path.parent.is_dir(): return path
+    try:
+        with folder_lock(path):
+            if not path.exists():   # stopped between the renames: the complete new copy, else the old one
+                copies = _hidden(path, 'new') or _hidden(path, 'old')
+                if copies: os.replace(copies[-1], path)
+            for p in _hidden(path, 'new') + _hidden(path, 'old') + _hidden(path, 'tmp'): shutil.rmtree(p, ignore_errors=True)
+    except DataError: pass   # a writer holds it (it will clean up), or the folder is read-only: nothing to do
+    return path
+
 def atomic_dir(path: str|Path, # the folder to write (replaced whole if it exists)
                write, # write(tmp_folder): fills a fresh temporary folder
               ) -> Path:
-    "Call `write(tmp_dir)`, then swap the finished folder into `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.', dir=path.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's owner-only 0700
-    try:
-        write(tmp)
-        old = None
-        if path.exists():
-            old = path.with_name(f'.{path.name}.old-{os.getpid()}')
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None: shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
+    "Call `write(tmp_dir)`, then swap the finished folder into `path`, holding its lock."
+    path = Path(path)
+    with folder_lock(path):
+        recover_dir(path)
+        try: tmp = Path(tempfile.mkdtemp(prefix=f'.{path.name}.tmp-', dir=path.parent))
+        except OSError as e: raise write_failed(e, path, 'folder') from None
+        try:
+            os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's owner-only 0700
+            write(tmp)
+            done = path.with_name(f'.{path.name}.new-{os.getpid()}')
+            os.replace(tmp, done); tmp = done   # complete: `recover_dir` may now swap it in
+            if path.exists() and exchange_paths(done, path): pass  # one step: `path` is the new run, `done` the old one
+            else:
+                if path.exists(): os.replace(path, path.with_name(f'.{path.name}.old-{os.getpid()}'))
+                os.replace(done, path)   # a crash just before this leaves `done` for `recover_dir`
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True); recover_dir(path)   # the previous run back at `path` if it had moved
+            if isinstance(e, OSError): raise write_failed(e, path, 'folder') from None
+            raise
+        for old in [tmp] + _hidden(path, 'old'): shutil.rmtree(old, ignore_errors=True)
     return path
 
 # %% ../nbs/00_core.ipynb #0d772c9f
+def load_state(path: str|Path, # a file written with torch.save: tensors and plain Python values only
+               what: str='checkpoint', # what the file is, for the message
+               fix: str='delete it to train from scratch', # what the user should do when it does not load
+              ):
+    "Load a torch file without running any code from it (`weights_only=True`); a `DataError` when it holds anything else."
+    try: return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        text = re.sub(r'\x1b\[[0-9;]*m', '', ' '.join(str(e).split()))   # torch's message, without terminal colours
+        called = re.search(r'Unsupported global: GLOBAL (\S+)', text)
+        reason = f"it would call {called.group(1)}" if called else f"{type(e).__name__}: {text[:160]}"
+        raise DataError(f"{what} {str(path)!r} does not load as plain tensors and values ({reason}); "
+                        f"it is damaged, or holds code, which is never run: {fix}") from None
+
 def load_weights(module: torch.nn.Module, # the network to fill
                  path: Path, # a state dict saved with torch.save
                 ):
     "Load saved weights safely (no pickled code), with a `DataError` when they do not fit the network."
-    try: module.load_state_dict(torch.load(path, map_location='cpu', weights_only=True))
+    try: module.load_state_dict(load_state(path, 'the weights', 'retrain, or restore the run from a backup'))
     except RuntimeError as e:
         raise DataError(f"the weights in {str(path)!r} do not fit this model ({' '.join(str(e).split())[:200]}); the run folder mixes files "
                         "from different models or settings: retrain") from None
@@ -123,6 +235,42 @@ class EarlyStopping:
 
     @property
     def should_stop(self) -> bool: return bool(self.patience) and self.bad >= self.patience
+
+# %% ../nbs/00_core.ipynb #39b9352e
+class StopRequested(KeyboardInterrupt):
+    "Training stopped at a step boundary because the process got SIGINT or SIGTERM; `exit_code` is 128 + the signal."
+    def __init__(self, signum: int, # the signal received
+                 detail: str='', # where it stopped and what was kept
+                 checkpoint: str|Path|None=None, # the complete checkpoint written before stopping, if any
+                ):
+        self.signal, self.exit_code, self.checkpoint = signum, 128 + signum, checkpoint
+        super().__init__(f"stopped by {signal.Signals(signum).name}{detail}")
+
+class StopFlag:
+    "What `stop_requests` yields: `signal` is set when SIGINT or SIGTERM arrives."
+    signal: int|None = None
+    @property
+    def requested(self) -> bool: return self.signal is not None
+
+_STOPS: list[StopFlag] = []   # the flags of the open `stop_requests` blocks, innermost last
+
+@contextlib.contextmanager
+def stop_requests(signals=(signal.SIGINT, signal.SIGTERM), # the signals that ask for a clean stop
+                 ):
+    "Turn `signals` into a flag checked between training steps; a second signal raises `StopRequested` at once."
+    if _STOPS: yield _STOPS[-1]; return   # nested: the outer block handles the signals
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread(): yield flag; return
+    def ask(signum, frame):
+        if flag.requested: raise StopRequested(signum, ' (a second time: stopped at once, without a checkpoint)')
+        flag.signal = signum
+    previous = {s: signal.signal(s, ask) for s in signals}
+    _STOPS.append(flag)
+    try: yield flag
+    finally:
+        _STOPS.pop()
+        for s, handler in previous.items(): signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+    if flag.requested: raise StopRequested(flag.signal, ' after the block finished')   # the work is done; still stop
 
 # %% ../nbs/00_core.ipynb #cad2bb8e
 def machine_info() -> dict:

@@ -11,7 +11,8 @@ from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import DataError, EarlyStopping, atomic_write, set_seed, torch_threads, score_users, load_weights, require_files
+from .core import (DataError, EarlyStopping, atomic_write, set_seed, torch_threads, score_users, load_weights,
+                              require_files, load_state, folder_lock, stop_requests, StopRequested)
 from .data import Split, item_text, split_fingerprint
 from .baselines import EASE
 
@@ -317,12 +318,19 @@ def _fresh_text(self: SequentialRecommender, tower, inputs, targets): # the towe
     return self.net.text.index_put((rows,), tower(rows))  # out of place: the gradient reaches the tower
 
 @patch
-def _train_epoch(self: SequentialRecommender, windows, catalogue, opt, gen, tower=None) -> float:
-    "One pass over `windows` (inputs, targets, lengths) in a random order; returns the loss summed over windows."
+def _train_epoch(self: SequentialRecommender, windows, catalogue, opt, gen, tower=None,
+                 stop=None, # a `core.StopFlag` checked before every batch
+                 partial: dict|None=None, # where a stopped epoch stopped: continue it from there
+                ) -> float|dict:
+    "One pass over `windows` (inputs, targets, lengths) in a random order: the loss summed over windows, or where it stopped."
     (x, y, lengths), (known, position), c = windows, catalogue, self.config
-    self.net.train(); total = 0.0
+    order = torch.randperm(len(x), generator=gen) if partial is None else partial['order']
+    start, total = (0, 0.0) if partial is None else (partial['batch'], partial['total'])
+    self.net.train()
     if tower is not None: tower.train()
-    for idx in torch.randperm(len(x), generator=gen).split(c['batch_size']):
+    for b, idx in enumerate(order.split(c['batch_size'])):
+        if b < start: continue
+        if stop is not None and stop.requested: return {'order': order, 'batch': b, 'total': total}  # a batch boundary
         real = y[idx] != -100                                          # score real positions only
         items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
         h = self.net.encode(items[x[idx]], lengths[idx])[real]
@@ -339,11 +347,12 @@ def fit(self: SequentialRecommender, split: Split, # the split to train on (its 
         checkpoint: str|Path|None=None, # a file the training state is saved to after every epoch; resumed if it exists
        ) -> SequentialRecommender:
     "Train with the full softmax, early stopping on valid ndcg@10."
-    with torch_threads(self.num_threads): return self._fit(split, checkpoint and Path(checkpoint))
+    checkpoint = checkpoint and Path(checkpoint)
+    with torch_threads(self.num_threads), (folder_lock(checkpoint) if checkpoint else contextlib.nullcontext()):
+        return self._fit(split, checkpoint)
 
 @patch
 def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
-    from transferrec.metrics import evaluate
     c = self.config
     self.build_network(split)
     self.split = split
@@ -361,16 +370,11 @@ def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
     self.history, t0 = loop['history'], time.time() - loop['seconds']
     bar = tqdm(range(loop['epoch'], c['epochs']), desc=f"sequential-{c['item_repr']}", disable=not self.progress,
                initial=loop['epoch'], total=c['epochs'])
-    for epoch in bar:
-        if stop.should_stop: break
-        loss = self._train_epoch(windows, catalogue, opt, gen, tower) / len(y)
-        ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
-        self.history.append({'epoch': epoch + 1, 'train_loss': loss, 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
-        bar.set_postfix(loss=f"{loss:.3f}", ndcg=f"{ndcg:.4f}")
-        stop.update(ndcg, lambda: (copy.deepcopy(self.net.state_dict()),
-                                   None if tower is None else copy.deepcopy(tower.state_dict())))
-        loop.update(epoch=epoch + 1, seconds=time.time() - t0)
-        if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, stop, loop, tower)
+    with stop_requests() as asked:
+        for epoch in bar:
+            if stop.should_stop: break
+            self._train_and_validate(epoch, windows, catalogue, opt, gen, tower, asked, stop, loop, checkpoint, t0)
+            h = self.history[-1]; bar.set_postfix(loss=f"{h['train_loss']:.3f}", ndcg=f"{h['valid_ndcg@10']:.4f}")
     best_net, best_tower = stop.best_state
     self.net.load_state_dict(best_net)
     if tower is not None:  # the encoder keeps its best top layers; the catalogue's vectors are theirs
@@ -379,6 +383,23 @@ def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
     self.net.eval()
     self._cache = None
     return self
+
+@patch
+def _train_and_validate(self: SequentialRecommender, epoch, windows, catalogue, opt, gen, tower, asked, stop, loop, checkpoint, t0):
+    "One epoch and its validation, then the checkpoint; asked to stop (SIGINT, SIGTERM): checkpoint and `StopRequested`."
+    from transferrec.metrics import evaluate
+    split = self.split
+    out = self._train_epoch(windows, catalogue, opt, gen, tower, asked, loop.pop('partial', None))
+    if isinstance(out, dict):   # stopped between two batches: keep where, so the resume finishes this epoch exactly
+        loop.update(partial=out, seconds=time.time() - t0)
+        _stop(asked, checkpoint, self, split, opt, gen, stop, loop, tower, f" in epoch {epoch + 1}, before batch {out['batch'] + 1}")
+    ndcg = evaluate(self, split, k=10, on='valid', candidates=split.cold_items)['ndcg@10']  # cold: among new items
+    self.history.append({'epoch': epoch + 1, 'train_loss': out / len(windows[1]), 'valid_ndcg@10': ndcg, 'seconds': time.time() - t0})
+    stop.update(ndcg, lambda: (copy.deepcopy(self.net.state_dict()),
+                               None if tower is None else copy.deepcopy(tower.state_dict())))
+    loop.update(epoch=epoch + 1, seconds=time.time() - t0)
+    if checkpoint is not None: _checkpoint(checkpoint, self, split, opt, gen, stop, loop, tower)
+    if asked.requested: _stop(asked, None, self, split, opt, gen, stop, loop, tower, f" after epoch {epoch + 1}", checkpoint)
 
 # %% ../nbs/06_sequential.ipynb #c2e5f0a8
 @patch
@@ -430,7 +451,7 @@ def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame
     c = self.config
     tuned = bool(c.get('trainable_layers'))
     require_files(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if 'text' in c['item_repr'] else []), *(['encoder'] if tuned else []))
-    if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy')
+    if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy', allow_pickle=False)
     if tuned:
         from transferrec.encoders import load_encoder
         self._encoder = load_encoder(folder/'encoder')
@@ -458,26 +479,36 @@ def item_matrix(self: SequentialRecommender) -> np.ndarray:
 # %% ../nbs/06_sequential.ipynb #40c9936d
 def _checkpoint(path: Path, model, split, opt, gen, stop: EarlyStopping, loop: dict, tower=None):
     "Write the training state atomically: the previous checkpoint stays whole until the new one is complete."
-    best_state, best_tower = stop.best_state
+    best_state, best_tower = stop.best_state or (None, None)   # (None, None): stopped before the first evaluation
     blob = dict(loop, best=stop.best, best_state=best_state, best_tower=best_tower, bad=stop.bad,  # the early stopping
                 net=model.net.state_dict(), opt=opt.state_dict(), gen=gen.get_state(), rng=torch.get_rng_state(),
                 config=model.config, data=split_fingerprint(split), tower=None if tower is None else tower.state_dict())
     with atomic_write(path) as f: torch.save(blob, f)
 
+def _stop(asked, path: Path|None, model, split, opt, gen, stop, loop, tower, where: str, written: Path|None=None):
+    "Write the checkpoint (when there is one and `written` is None) and raise `StopRequested` saying how to go on."
+    if path is not None: _checkpoint(path, model, split, opt, gen, stop, loop, tower); written = path
+    how = (f"; the checkpoint {str(written)!r} is complete: fit again with the same options and checkpoint to continue"
+           if written is not None else "; there is no checkpoint (pass checkpoint= to keep progress): training starts over")
+    raise StopRequested(asked.signal, where + how, written)
+
 def _resume(path: Path, model, split, opt, gen, stop: EarlyStopping, tower=None) -> dict:
     "Restore weights, optimiser, data order, random state and early stopping from a checkpoint; return the loop state."
-    try: blob = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:
-        raise DataError(f"checkpoint {str(path)!r} is unreadable ({type(e).__name__}); delete it to train from scratch") from None
+    blob = load_state(path, 'checkpoint', 'delete it to train from scratch')   # tensors and plain values: no code runs
+    if not isinstance(blob, dict) or not isinstance(blob.get('config'), dict):
+        raise DataError(f"checkpoint {str(path)!r} is not a sequential training checkpoint; delete it to train from scratch")
     same = lambda c: {k: v for k, v in c.items() if k not in ('epochs', 'patience')}   # a longer budget may resume
     if same(blob.get('config', {})) != same(model.config) or blob.get('data') != split_fingerprint(split):
         raise DataError(f"checkpoint {str(path)!r} was written by a run with other settings or data; "
                         "resume with the same options, or delete it to train from scratch")
-    model.net.load_state_dict(blob['net']); opt.load_state_dict(blob['opt'])
-    if tower is not None: tower.load_state_dict(blob['tower'])
-    gen.set_state(blob['gen']); torch.set_rng_state(blob['rng'])
+    try:
+        model.net.load_state_dict(blob['net']); opt.load_state_dict(blob['opt'])
+        if tower is not None: tower.load_state_dict(blob['tower'])
+        gen.set_state(blob['gen']); torch.set_rng_state(blob['rng'])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"checkpoint {str(path)!r} is damaged ({type(e).__name__}: {str(e)[:120]}); delete it to train from scratch") from None
     stop.best, stop.bad, stop.best_state = blob.get('best'), blob.get('bad'), (blob.get('best_state'), blob.get('best_tower'))
-    return {k: blob.get(k) for k in ('epoch', 'history', 'seconds')}
+    return {k: blob.get(k) for k in ('epoch', 'history', 'seconds', 'partial')}
 
 # %% ../nbs/06_sequential.ipynb #9a5799e6
 def plot_history(runs: dict, # name -> a fitted model with a `.history` list of dicts

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06a_two_tower.ipynb #05abef56
 from __future__ import annotations
-import contextlib, math, os, re, shutil, tempfile, time, warnings
+import contextlib, json, math, os, re, shutil, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
@@ -13,15 +13,16 @@ from transformers import Trainer, TrainingArguments, TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from transformers.utils import logging as hf_logging
 from fastcore.basics import patch
-from .core import DataError, EarlyStopping, atomic_write, torch_threads, score_users, require_files
+from .core import (DataError, EarlyStopping, atomic_write, torch_threads, score_users, require_files, load_state,
+                              folder_lock, stop_requests, StopRequested, write_failed)
 from .data import Split, item_text, split_fingerprint
 from .encoders import Encoder, load_encoder, encode_texts, pool
 
 # %% auto #0
 __all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce',
            'DualEncoder', 'PairDataset', 'PairCollator', 'training_args', 'scratch_dir', 'freeze_layers', 'KeepBest',
-           'ValidatingTrainer', 'last_checkpoint', 'TwoTowerTrainer', 'require_positive', 'TrainerStrategy',
-           'TwoTowerRecommender', 'plot_curve']
+           'ValidatingTrainer', 'check_checkpoint', 'last_checkpoint', 'TwoTowerTrainer', 'require_positive',
+           'TrainerStrategy', 'StopOnSignal', 'TwoTowerRecommender', 'plot_curve']
 
 # %% ../nbs/06a_two_tower.ipynb #941f59a1
 def item_titles(items: pd.DataFrame # the item table of a dataset
@@ -288,21 +289,47 @@ def _save_checkpoint(self: ValidatingTrainer, model, trial):
     if not self.args.should_save: return
     folder = Path(self._get_output_dir(trial=trial))/f'checkpoint-{self.state.global_step}'
     keep = self._keep()
+    (folder/'training_args.bin').unlink(missing_ok=True)   # a pickle of the arguments, never read on resume: not kept
     blob = {'curve': self.curve, 'eval_seconds': self.eval_seconds, 'zero_shot': self.zero_shot,
-            'fingerprint': self.fingerprint, 'keep': None if keep is None else keep.checkpoint_state()}
-    with atomic_write(folder/TRAINER_STATE) as f: torch.save(blob, f)
+            'fingerprint': self.fingerprint, 'keep': None if keep is None else keep.checkpoint_state(),
+            'loss': [float(self._loss_sum), self._loss_n]}   # the training loss since the last evaluation
+    with atomic_write(folder/TRAINER_STATE) as f: torch.save(blob, f)   # tensors and plain values: `load_state` reads it
 
 @patch
 def resume_from(self: ValidatingTrainer, checkpoint: str # a checkpoint folder written by this trainer
                ):
     "Restore the curve and early-stopping state of `checkpoint`; one written for other settings or data is refused."
-    blob = torch.load(Path(checkpoint)/TRAINER_STATE, map_location='cpu', weights_only=False)
-    if blob['fingerprint'] != self.fingerprint:
+    check_checkpoint(checkpoint)
+    blob = load_state(Path(checkpoint)/TRAINER_STATE, 'checkpoint state', 'delete the checkpoint folder to train from scratch')
+    if not isinstance(blob, dict) or blob.get('fingerprint') != self.fingerprint:
         raise DataError(f"checkpoint {str(checkpoint)!r} was written by a run with other settings or data; resume with "
                         "the same options, or delete the checkpoint folder to train from scratch")
     self.curve, self.eval_seconds, self.zero_shot = blob['curve'], blob['eval_seconds'], blob['zero_shot']
+    self._loss_sum, self._loss_n = blob.get('loss', [0.0, 0])
     keep = self._keep()
     if keep is not None and blob['keep']: keep.load_checkpoint_state(blob['keep'])
+
+def check_checkpoint(folder: str|Path # a checkpoint folder of the Trainer
+                    ) -> Path:
+    "Refuse a checkpoint with a file that does not read as JSON, safetensors or plain tensors and values: no code runs."
+    from safetensors import safe_open
+    from transformers.trainer_pt_utils import safe_globals
+    folder = Path(folder)
+    for f in sorted(folder.iterdir()):
+        if f.name == 'training_args.bin' or not f.is_file(): continue   # never read on resume
+        try:
+            if f.suffix == '.json': json.loads(f.read_text())
+            elif f.suffix == '.safetensors':
+                with safe_open(f, 'pt') as weights: list(weights.keys())
+            elif f.suffix in ('.pt', '.pth', '.bin'):
+                with safe_globals(): load_state(f)   # the Trainer's random states hold numpy arrays: allowed, no code
+        except DataError: raise DataError(f"checkpoint file {str(f)!r} does not load as plain tensors and values: it is "
+                                          "damaged, or holds code, which is never run; delete the checkpoint folder to train "
+                                          "from scratch") from None
+        except Exception as e:
+            raise DataError(f"checkpoint file {str(f)!r} is damaged ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                            "delete the checkpoint folder to train from scratch") from None
+    return folder
 
 def last_checkpoint(folder: str|Path # a Trainer output folder
                    ) -> str|None:
@@ -379,6 +406,22 @@ class TrainerStrategy:
         if on not in ('valid', 'test'): raise DataError(f"on must be 'valid' or 'test', got {on!r}")
         return on
 
+# %% ../nbs/06a_two_tower.ipynb #b4e64733
+class StopOnSignal(TrainerCallback):
+    "End training at the next step boundary once SIGINT or SIGTERM raised `flag`, writing a checkpoint there if asked."
+    def __init__(self, flag, # the `core.StopFlag` of the training's `stop_requests` block
+                 save: bool=True): # write a checkpoint at the step where it stops (when checkpoints are on)
+        self.flag, self.save = flag, save
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.flag.requested: control.should_training_stop, control.should_save = True, self.save
+
+def _stopped(asked, trainer, checkpoint):
+    "Raise `StopRequested` after the Trainer stopped on a signal, naming the checkpoint to resume from."
+    step, folder = int(trainer.state.global_step), checkpoint and last_checkpoint(checkpoint)
+    how = (f"; the checkpoint {folder!r} is complete: fit again with the same options and checkpoint to continue" if folder
+           else "; there is no checkpoint (pass checkpoint= to keep progress): training starts over")
+    raise StopRequested(asked.signal, f" at step {step}{how}", folder)
+
 # %% ../nbs/06a_two_tower.ipynb #8c5a1e47
 @patch
 def train_with(self: TrainerStrategy,
@@ -395,19 +438,24 @@ def train_with(self: TrainerStrategy,
     c = self.config
     self.n_pairs_ = len(train_dataset)
     keep = KeepBest(module, 'eval_ndcg@10', c['patience'])
-    with scratch_dir(checkpoint or self.output_dir) as out:
+    with (folder_lock(checkpoint) if checkpoint else contextlib.nullcontext()), stop_requests() as asked, \
+         scratch_dir(checkpoint or self.output_dir) as out:
         args = training_args(out, c['batch_size'], c['lr'], c['num_train_epochs'], c['max_steps'], c['warmup_steps'],
                              c['weight_decay'], c['logging_steps'], c['eval_steps'], c['seed'], self.progress,
                              c['precision'], save_steps=c['eval_steps'] if checkpoint else None)
         trainer = trainer_class(model=module, args=args, train_dataset=train_dataset, eval_dataset=self._valid_users,
-                                data_collator=collator, callbacks=[keep], validate=self.validate,
+                                data_collator=collator, callbacks=[keep, StopOnSignal(asked, bool(checkpoint))], validate=self.validate,
                                 fingerprint=f"{sorted(c.items())}|{split_fingerprint(split)}", **trainer_kwargs)
         if not self.progress: trainer.remove_callback(PrinterCallback)
         resume = last_checkpoint(out) if checkpoint else None
         if resume: trainer.resume_from(resume)
         elif zero_shot: trainer.validate_untrained()
         if zero_shot: self.zero_shot_ = trainer.zero_shot
-        trainer.train(resume_from_checkpoint=resume)
+        try: trainer.train(resume_from_checkpoint=resume)
+        except OSError as e:   # the Trainer writes its checkpoint files itself: a full disk or a read-only folder, said plainly
+            if checkpoint is None or (err := write_failed(e, Path(checkpoint), 'checkpoint folder')) is e: raise
+            raise err from None
+        if asked.requested: _stopped(asked, trainer, checkpoint)
         keep.restore()
         self.history = trainer.curve
         steps = int(trainer.state.global_step)
@@ -614,7 +662,7 @@ def restore_state(self: TwoTowerRecommender, folder: Path, items: pd.DataFrame):
     require_files(folder, 'two-tower', 'encoder', 'item_vectors.npy')
     self.encoder = load_encoder(folder/'encoder', pooling=self.config['pooling'])
     self.encoder.model.eval()
-    self.item_vectors_ = np.load(folder/'item_vectors.npy')
+    self.item_vectors_ = np.load(folder/'item_vectors.npy', allow_pickle=False)
     self._titles, self._item_texts = item_titles(items), item_text(items, self.config['template'])
 
 @patch
