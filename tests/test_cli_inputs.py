@@ -279,3 +279,24 @@ def test_real_sigterm_while_training(tmp_path, capsys):
     assert code == 143 and 'Traceback' not in err, err
     assert err.strip().endswith('--resume') and 'resume with: transferrec train' in err, err
     assert (out/'checkpoint.pt').exists() and not (out/'config.json').exists()
+
+
+def test_multitask_trains_and_recommends_from_the_command_line(tmp_path, capsys):
+    "`train --strategy multitask` writes a run whose metrics carry the rating head's RMSE, and `recommend` reads it."
+    out = tmp_path/'mt'
+    code, _, err = cli(capsys, 'train', '--dataset', 'synthetic', '--protocol', 'random', '--strategy', 'multitask',
+                       '--item-repr', 'id', '--epochs', '2', '--option', 'eval_every=2', '--option', 'progress=false', '--out', out)
+    assert code == 0, err
+    metrics = json.loads((out/'metrics.json').read_text())['metrics']
+    assert 0 < metrics['rmse'] < 5 and 'ndcg@10' in metrics
+    code, text, err = cli(capsys, 'recommend', '--run', out, '--user', '1', '--k', '3')
+    assert code == 0 and len(text.strip().splitlines()) >= 4, (text, err)
+    refused(capsys, ['train', '--dataset', 'synthetic', '--strategy', 'two-tower', '--item-repr', 'id', '--out', tmp_path/'tt'],
+            '--item-repr applies to the sequential and multitask strategies')
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_folder(tmp_path, capsys):
+    "A run killed before its first checkpoint leaves only a hidden lock file: the folder is still free to train into."
+    out = tmp_path/'run'; out.mkdir(); (out/'.checkpoint.pt.lock').write_text('')
+    code, _, err = cli(capsys, 'train', '--dataset', 'synthetic', *TINY, '--out', out)
+    assert code == 0 and (out/'config.json').exists(), err

@@ -12,11 +12,11 @@ from .data import load_movielens, clean, stats, split, synthetic, MOVIELENS, PRO
 from .formats import FORMATS, read_dataset
 
 # %% auto #0
-__all__ = ['KINDS', 'OPTION_RULES', 'DATASET_OPTIONS', 'FILE_FORMATS', 'STRATEGY_NAMES', 'RUN_SHAPE', 'QUICKSTART_BUDGET',
-           'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES', 'check_value', 'check_options', 'check_input',
-           'check_output', 'load_dataset', 'cmd_data', 'cmd_benchmark', 'strategy_options', 'train_run', 'cmd_train',
-           'check_run', 'load_run', 'cmd_evaluate', 'cmd_recommend', 'cmd_serve', 'quickstart', 'cmd_quickstart',
-           'OneLineParser', 'parser', 'check_args', 'resume_command', 'main']
+__all__ = ['KINDS', 'OPTION_RULES', 'DATASET_OPTIONS', 'FILE_FORMATS', 'STRATEGY_NAMES', 'EPOCH_STRATEGIES', 'RUN_SHAPE',
+           'QUICKSTART_BUDGET', 'QUICKSTART_FAST', 'QUICKSTART_TEXT', 'EXAMPLES', 'check_value', 'check_options',
+           'check_input', 'check_output', 'load_dataset', 'cmd_data', 'cmd_benchmark', 'strategy_options', 'train_run',
+           'cmd_train', 'check_run', 'load_run', 'cmd_evaluate', 'cmd_recommend', 'cmd_serve', 'quickstart',
+           'cmd_quickstart', 'OneLineParser', 'parser', 'check_args', 'resume_command', 'main']
 
 # %% ../nbs/12_cli.ipynb #5fbb8063
 def _integer(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
@@ -186,14 +186,15 @@ def cmd_benchmark(args):
     if args.json: _write_json(args.json, benchmark_json(df, ds.name, args.protocol, k))
 
 # %% ../nbs/12_cli.ipynb #3dbe54a1
-STRATEGY_NAMES = ('sequential', 'two-tower', 'cross-encoder')   # `transferrec.recommend.STRATEGIES`, named without importing torch
+STRATEGY_NAMES = ('sequential', 'two-tower', 'cross-encoder', 'multitask')   # `transferrec.recommend.STRATEGIES`, named without importing torch
+EPOCH_STRATEGIES = ('sequential', 'multitask')   # trained in whole epochs by their own loop (one checkpoint file), not by the Trainer
 
 def _value(v: str):
     try: return json.loads(v)
     except json.JSONDecodeError: return v
 
 def strategy_options(strategy: str, # a key of `STRATEGIES`
-                     item_repr: str|None=None, # sequential: "text", "id" or "text+id"
+                     item_repr: str|None=None, # sequential and multitask: "text", "id" or "text+id"
                      model: str|None=None, # encoder: HF name or local path
                      scratch: bool=False, # random-init encoder (the transfer ablation)
                      epochs: float|None=None, # training epochs
@@ -209,12 +210,12 @@ def strategy_options(strategy: str, # a key of `STRATEGIES`
     opts = {'two-tower': tower, 'cross-encoder': {**(CROSS_ENCODER_GPU if gpu else CROSS_ENCODER_TUTORIAL),
                                                   'retriever': {'strategy': 'two-tower', **tower}}}.get(strategy, {})
     if item_repr:
-        if strategy != 'sequential': raise DataError(f"--item-repr applies to the sequential strategy, not {strategy}")
+        if strategy not in EPOCH_STRATEGIES: raise DataError(f"--item-repr applies to the {' and '.join(EPOCH_STRATEGIES)} strategies, not {strategy}")
         opts['item_repr'] = item_repr
     if model: opts['model'] = model
     if scratch: opts['pretrained'] = False
     if epochs is not None:
-        if strategy == 'sequential':   # whole epochs: 3.0 is 3, 0.5 is refused
+        if strategy in EPOCH_STRATEGIES:   # whole epochs: 3.0 is 3, 0.5 is refused
             opts['epochs'] = check_value('epochs', int(epochs) if isinstance(epochs, float) and epochs.is_integer() else epochs, '--epochs {example}')
         else: opts.update(num_train_epochs=check_value('num_train_epochs', epochs, '--epochs {example}'), max_steps=None)
     opts['seed'] = check_value('seed', seed, '--seed {example}')
@@ -238,7 +239,7 @@ def train_run(ds, # a `Dataset`
     "Train a recommender on a split and save it as a run folder with its test metrics: (recommender, metrics)."
     from transferrec.benchmark import protocol_metrics
     from transferrec.recommend import Recommender
-    out = Path(out); ckpt = out/('checkpoint.pt' if strategy == 'sequential' else 'checkpoints')
+    out = Path(out); ckpt = out/('checkpoint.pt' if strategy in EPOCH_STRATEGIES else 'checkpoints')
     with folder_lock(out):    # another `train` into the same --out is refused ("in use by PID ...") until this one ends
         if (out/'config.json').exists():
             raise DataError(f"{str(out)!r} already holds a finished run; choose another --out or delete that folder")
@@ -246,7 +247,8 @@ def train_run(ds, # a `Dataset`
             raise DataError(f"{str(out)!r} holds an interrupted run; pass --resume to continue it, or choose another --out")
         if resume and not ckpt.exists():
             raise DataError(f"nothing to resume in {str(out)!r}: it has no {ckpt.name} (train it first, without --resume)")
-        if out.exists() and not ckpt.exists() and any(out.iterdir()):
+        stale_lock = lambda p: p.name.startswith('.') and p.name.endswith('.lock')   # left by a killed run: no content
+        if out.exists() and not ckpt.exists() and any(not stale_lock(p) for p in out.iterdir()):
             raise DataError(f"{str(out)!r} is not empty and is not a run; choose a new folder for --out")
         sp = split(ds, protocol, seed=seed)
         rec = Recommender(strategy, **{'progress': progress, **(options or {})})
@@ -255,7 +257,7 @@ def train_run(ds, # a `Dataset`
         seconds = time.perf_counter() - t0
         metrics = protocol_metrics(rec, sp)
         rec.data['source'] = source
-        rec.save(out)          # atomic: replaces the folder (and its checkpoint) only once everything is written
+        rec.save(out, metrics=metrics)          # atomic: replaces the folder (and its checkpoint) only once everything is written
         _write_json(out/'metrics.json', {'dataset': ds.name, 'protocol': protocol, 'strategy': strategy,
                                          'fit_seconds': seconds, 'metrics': metrics})
     return rec, metrics
@@ -506,7 +508,7 @@ def _add_train(sub):
     t.add_argument('--out', required=True, help='the run folder to write')
     t.add_argument('--protocol', default='loo', choices=PROTOCOLS, help='the split to train and evaluate on')
     t.add_argument('--strategy', default='sequential', choices=STRATEGY_NAMES, help='the transfer strategy')
-    t.add_argument('--item-repr', choices=['text', 'id', 'text+id'], help='sequential: how items are represented (default text)')
+    t.add_argument('--item-repr', choices=['text', 'id', 'text+id'], help='sequential and multitask: how items are represented')
     t.add_argument('--model', help='text encoder: Hugging Face name or local folder (default: the bundled all-MiniLM-L6-v2)')
     t.add_argument('--scratch', action='store_true', help='random-init encoder: the "does transfer help" ablation')
     t.add_argument('--epochs', type=float, help='training epochs (sequential: the maximum, with early stopping)')
