@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest outputs pytest docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
+.PHONY: install demo test check-sync nbtest outputs pytest wheel-test docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
 
 install: $(STAMP)
 
@@ -51,7 +51,12 @@ outputs: install
 pytest: install
 	$(BIN)/pytest -q tests --ignore=tests/test_docs.py
 
-test: check-sync nbtest pytest docs-test
+# the package as users install it: sdist and wheel built, the wheel installed without extras into a fresh venv (its
+# dependencies from the registries, torch the CPU build), `transferrec quickstart --fast` run outside the repository
+wheel-test: install
+	TRANSFERREC_WHEEL_TEST=1 $(BIN)/pytest -q tests/test_packaging.py -k wheel
+
+test: check-sync nbtest pytest docs-test wheel-test
 
 # the docs site: notebooks processed by nbdev and executed (slow cells skipped) -> _proc/ -> Sphinx + myst-nb -> _docs/
 # executed notebooks are cached in _proc/.cache; `make docs DOCS_ARGS=--force` runs them all again
