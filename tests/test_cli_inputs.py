@@ -300,3 +300,17 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_folder(tmp_path, capsys)
     out = tmp_path/'run'; out.mkdir(); (out/'.checkpoint.pt.lock').write_text('')
     code, _, err = cli(capsys, 'train', '--dataset', 'synthetic', *TINY, '--out', out)
     assert code == 0 and (out/'config.json').exists(), err
+
+
+def test_benchmark_names_its_seen_items_policy(tmp_path, capsys):
+    "`--seen keep` ranks the user's own items too: the table says so, the JSON records it, and Pop scores no higher."
+    scores = {}
+    for seen in ('exclude', 'keep'):
+        code, out, err = cli(capsys, 'benchmark', '--dataset', 'synthetic', '--protocol', 'loo', '--models', 'pop',
+                             '--seen', seen, '--json', tmp_path/f'{seen}.json')
+        assert code == 0, err
+        assert f"seen items {'excluded' if seen == 'exclude' else 'kept'}" in out
+        js = json.loads((tmp_path/f'{seen}.json').read_text())
+        assert js['seen'] == seen
+        scores[seen] = js['results']['pop']['ndcg@10']
+    assert scores['keep'] < scores['exclude']

@@ -9,7 +9,7 @@ from functools import partial
 import numpy as np, pandas as pd
 from tqdm.auto import tqdm
 from .core import DataError, full_size
-from .data import Dataset, load_movielens, synthetic
+from .data import Dataset, Split, load_movielens, synthetic
 from .data import split as split_dataset
 from .metrics import evaluate, parse_k, rating_metrics
 from .baselines import BASELINES, construct
@@ -19,8 +19,8 @@ from .crossencoder import CROSS_ENCODER_TUTORIAL
 from .recommend import Recommender
 
 # %% auto #0
-__all__ = ['TRANSFER_MODELS', 'MODELS', 'BENCH_METRICS', 'RECBOLE_ML100K', 'get_model', 'protocol_metrics', 'benchmark',
-           'benchmark_json', 'plot_benchmark']
+__all__ = ['TRANSFER_MODELS', 'MODELS', 'BENCH_METRICS', 'SEEN_POLICIES', 'RECBOLE_ML100K', 'get_model', 'seen_policy',
+           'protocol_metrics', 'benchmark', 'benchmark_json', 'plot_benchmark']
 
 # %% ../nbs/09_benchmark.ipynb #99052372
 TRANSFER_MODELS = {
@@ -62,15 +62,24 @@ def _model_list(models, seed, progress=True):
     return out
 
 # %% ../nbs/09_benchmark.ipynb #e1c7a3f5
+SEEN_POLICIES = ("exclude", "keep")   # items of the user's history: removed from the ranking, or ranked (RecBole's sequential protocol)
+
+def seen_policy(seen: str) -> bool:
+    "Whether a seen-items policy removes the user's history from the ranking."
+    if seen not in SEEN_POLICIES: raise DataError(f"unknown seen-items policy {seen!r}; choose one of {list(SEEN_POLICIES)}")
+    return seen == "exclude"
+
 def protocol_metrics(model, # a fitted model with score(user_indices, on)
                      spl, # the split it was fitted on
                      k: int=10, # cut-off
                      on: str="test", # part to evaluate: "test" or "valid"
+                     seen: str="exclude", # "exclude" the user's history from the ranking, or "keep" it (RecBole's sequential protocol)
                     ) -> dict: # metric@k -> value; on `cold` also metric@k_cold, ranked among the new items only
-    "The benchmark's metrics of one fitted model under its split's protocol."
-    row = {m: float(v) for m, v in evaluate(model, spl, k, on, metrics=BENCH_METRICS).items() if "@" in m}
+    "The benchmark's metrics of one fitted model under its split's protocol and a seen-items policy."
+    exclude = seen_policy(seen)
+    row = {m: float(v) for m, v in evaluate(model, spl, k, on, metrics=BENCH_METRICS, exclude_seen=exclude).items() if "@" in m}
     if spl.protocol == "cold" and spl.cold_items is not None:
-        r = evaluate(model, spl, k, on, metrics=BENCH_METRICS, candidates=spl.cold_items)
+        r = evaluate(model, spl, k, on, metrics=BENCH_METRICS, candidates=spl.cold_items, exclude_seen=exclude)
         row.update({f"{m}_cold": float(v) for m, v in r.items() if "@" in m})
     rater, part = getattr(model, "model", model), getattr(spl, on)   # a Recommender's strategy, or the model itself
     if callable(getattr(rater, "predict", None)) and "rating" in part:
@@ -79,11 +88,12 @@ def protocol_metrics(model, # a fitted model with score(user_indices, on)
 
 # %% ../nbs/09_benchmark.ipynb #2f9a6c3b
 def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ...), or a ready `Split`
-              protocol: str="random", # "random", "loo" or "cold" (ignored when `dataset` is a Split)
+              protocol: str="random", # "random", "loo", "cold" or "temporal" (ignored when `dataset` is a Split)
               models=("pop", "itemknn", "ease", "bpr"), # names, "pop,ease", model instances, or {name: model}
               k: int=10, # cut-off
               seed: int=0, # split seed, also given to models that take a seed
               on: str="test", # part to evaluate: "test" or "valid"
+              seen: str="exclude", # "exclude" each user's history from the ranking, or "keep" it (RecBole's sequential protocol)
               progress: bool=True, # show progress bars (over models, and inside models built here from names)
              ) -> pd.DataFrame: # one row per model: metrics@k (+ "_cold" for cold), fit_seconds, eval_seconds
     "Fit and evaluate `models` on `dataset` under `protocol`: a table indexed by model name."
@@ -91,17 +101,17 @@ def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ..
         dataset = synthetic(seed=seed) if dataset == "synthetic" else load_movielens(dataset)
     spl = dataset if hasattr(dataset, "matrix") and hasattr(dataset, "seen") else split_dataset(dataset, protocol, seed=seed)
     protocol = spl.protocol
-    parse_k(k)
+    parse_k(k); seen_policy(seen)
     rows = {}
     for name, model in tqdm(_model_list(models, seed, progress), desc=f"benchmark {protocol}", disable=not progress, leave=False):
         t0 = time.perf_counter(); model.fit(spl); t1 = time.perf_counter()
-        row = protocol_metrics(model, spl, k, on)
+        row = protocol_metrics(model, spl, k, on, seen)
         t2 = time.perf_counter()
         row["fit_seconds"], row["eval_seconds"] = t1 - t0, t2 - t1
         rows[name] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "model"
-    df.attrs.update(dataset=getattr(spl.dataset, "name", None), protocol=protocol, k=k, seed=seed, on=on)
+    df.attrs.update(dataset=getattr(spl.dataset, "name", None), protocol=protocol, k=k, seed=seed, on=on, seen=seen)
     return df
 
 # %% ../nbs/09_benchmark.ipynb #4c9d1e7a
@@ -109,9 +119,9 @@ def benchmark_json(df: pd.DataFrame, # a `benchmark` table
                    dataset_name: str, # e.g. "ml-100k"
                    protocol: str, # e.g. "random"
                    k: int, # the cut-off used
-                  ) -> dict: # {"dataset", "protocol", "k", "results": {model: {column: value}}}
-    "A JSON-ready dict of a benchmark table."
-    return {"dataset": dataset_name, "protocol": protocol, "k": int(k),
+                  ) -> dict: # {"dataset", "protocol", "k", "seen", "results": {model: {column: value}}}
+    "A JSON-ready dict of a benchmark table, naming its seen-items policy."
+    return {"dataset": dataset_name, "protocol": protocol, "k": int(k), "seen": df.attrs.get("seen", "exclude"),
             "results": {str(m): {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}}
 
 # %% ../nbs/09_benchmark.ipynb #3e7d0b95

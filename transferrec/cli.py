@@ -180,8 +180,9 @@ def cmd_benchmark(args):
     ds = _load(args)
     models = [m.strip() for m in args.models.split(',') if m.strip()]
     k = _capped_k(args.k, ds.n_items)
-    df = benchmark(ds, args.protocol, models, k=k, seed=args.seed)
-    print(f"\n{ds.name} | protocol {args.protocol} | full ranking over {ds.n_items:,} items | seed {args.seed}\n")
+    df = benchmark(ds, args.protocol, models, k=k, seed=args.seed, seen=args.seen)
+    print(f"\n{ds.name} | protocol {args.protocol} | full ranking over {ds.n_items:,} items, "
+          f"seen items {'excluded' if args.seen == 'exclude' else 'kept'} | seed {args.seed}\n")
     _show(df)
     if args.json: _write_json(args.json, benchmark_json(df, ds.name, args.protocol, k))
 
@@ -326,8 +327,9 @@ def cmd_evaluate(args):
     from transferrec.benchmark import protocol_metrics
     rec = load_run(args.run)
     sp = _run_split(rec, args.protocol)
-    metrics = protocol_metrics(rec, sp, _capped_k(args.k, sp.n_items))
-    print(f"\n{args.run} | {rec.strategy} | {sp.dataset.name} | protocol {sp.protocol} | full ranking over {sp.n_items:,} items\n")
+    metrics = protocol_metrics(rec, sp, _capped_k(args.k, sp.n_items), seen=args.seen)
+    print(f"\n{args.run} | {rec.strategy} | {sp.dataset.name} | protocol {sp.protocol} | full ranking over {sp.n_items:,} items, "
+          f"seen items {'excluded' if args.seen == 'exclude' else 'kept'}\n")
     _show(_metrics_table(metrics))
     if args.json: _write_json(args.json, metrics)
 
@@ -526,6 +528,8 @@ def _add_evaluate(sub):
     e.add_argument('--run', required=True, help='a run folder written by `transferrec train`')
     e.add_argument('--protocol', choices=PROTOCOLS, help="the run's own protocol (checked); default: the one it was trained on")
     e.add_argument('--k', type=int, default=10, help='cut-off of the ranking metrics')
+    e.add_argument('--seen', default='exclude', choices=['exclude', 'keep'],
+                   help="the user's own items: excluded from the ranking (default) or kept in it (RecBole's sequential protocol)")
     return e
 
 def _add_recommend(sub):
@@ -558,9 +562,11 @@ def _add_benchmark(sub):
     b.add_argument('--models', default='pop,itemknn,ease,bpr',
                    help='comma-separated model names: baselines (random, pop, itemknn, ease, bpr) and transfer models '
                         '(sequential-text, sequential-id, sequential-text+id, sequential-scratch, sequential-text-tuned, '
-                        'ease-text, two-tower, two-tower+rerank)')
+                        'ease-text, two-tower, two-tower+rerank, multitask)')
     b.add_argument('--k', type=int, default=10, help='cut-off of the ranking metrics')
     b.add_argument('--seed', type=int, default=0, help='seed of the split and of training')
+    b.add_argument('--seen', default='exclude', choices=['exclude', 'keep'],
+                   help="the user's own items: excluded from the ranking (default) or kept in it (RecBole's sequential protocol)")
     return b
 
 # %% ../nbs/12_cli.ipynb #b7c2000b
