@@ -3,6 +3,7 @@ import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import pytest
 from transferrec.cli import main, parser, STRATEGY_NAMES
+from transferrec.core import load_state
 
 EXE = str(Path(sys.executable).parent/'transferrec')
 # a small ID model on a k-core of ml-100k: a few seconds per epoch on one thread
@@ -36,8 +37,10 @@ def test_help_examples(cmd, capsys):
     assert e.value.code == 0 and f'example: transferrec {cmd}' in capsys.readouterr().out
 
 def test_train_writes_a_complete_run(straight):
+    from transferrec.recommend import FORMAT_VERSION
     names = {p.name for p in straight.iterdir()}
-    assert {'config.json', 'weights.pt', 'items.json', 'histories.npz', 'metrics.json'} <= names
+    weights = 'weights.safetensors' if FORMAT_VERSION >= 3 else 'weights.pt'   # format 3 saves weights as safetensors
+    assert {'config.json', weights, 'items.json', 'histories.npz', 'metrics.json'} <= names
     assert 'checkpoint.pt' not in names                       # replaced by the finished run
     meta = json.loads((straight/'config.json').read_text())
     assert meta['data']['source']['min_item'] == 100 and meta['settings']['seed'] == 0 and meta['data']['fingerprint']
@@ -78,6 +81,9 @@ def test_resume_after_sigkill_matches_uninterrupted(straight, tmp_path, capsys):
     while not (out/'checkpoint.pt').exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL); proc.wait()
     assert (out/'checkpoint.pt').exists() and not (out/'config.json').exists(), "the run finished before it was killed"
+    saved = load_state(out/'checkpoint.pt')                      # what the killed run finished: epochs 1..done
+    done = saved['epoch']
+    assert 1 <= done < 4 and [h['epoch'] for h in saved['history']] == list(range(1, done + 1))
     code, _, err = call(capsys, 'train', *SMALL, '--out', str(out))
     assert code == 2 and '--resume' in err                     # an interrupted run is never silently restarted
     code, _, err = call(capsys, 'train', *SMALL, '--option', 'dim=8', '--out', str(out), '--resume')
@@ -87,6 +93,13 @@ def test_resume_after_sigkill_matches_uninterrupted(straight, tmp_path, capsys):
     a = json.loads((straight/'metrics.json').read_text())['metrics']
     b = json.loads((out/'metrics.json').read_text())['metrics']
     assert b == pytest.approx(a, abs=1e-6)
+    # Resumed, not restarted: training is seeded, so a rerun from epoch 1 ends with the same metrics, but not with the
+    # same wall-clock `seconds`. The finished epochs come back from the checkpoint unchanged and only the rest ran.
+    history = json.loads((out/'config.json').read_text())['history']
+    assert [h['epoch'] for h in history] == [1, 2, 3, 4] and history[:done] == saved['history']
+    rerun = json.loads((straight/'config.json').read_text())['history'][:done]   # what training those epochs again gives
+    assert [h['valid_ndcg@10'] for h in rerun] == pytest.approx([h['valid_ndcg@10'] for h in saved['history']], abs=1e-9)
+    assert rerun != saved['history']                              # so the equality above tells a resume from a restart
 
 def test_train_refuses_to_overwrite(straight, tmp_path, capsys):
     code, _, err = call(capsys, 'train', *SMALL, '--out', str(straight))

@@ -9,9 +9,12 @@ would. Measured with this worker (seeds 0-4, tiny BERT, 120 users, 40 steps, 2-c
     2 processes 0.1920  0.1988  0.2206  0.1998  0.1770   0.1976 +- 0.0158
     difference  +0.8%   +10.3%  +28.5%  -2.2%   +15.4%   (valid ndcg@10: -1.6%, +16.5%, -1.2%, +16.3%, +16.0%)
 
-So "within 5%" (the README's target, benchmarks/report.py) holds for seed 0, the one the benchmark runs, and not for
-seeds 1, 2 and 4: at this size one seed's difference is as large as the seed-to-seed spread of a single process
-(sd 0.019 = 11%). What the test asserts instead, each of which fails when distributed training is broken:
+So "within 5%" holds for seed 0 and not for seeds 1, 2 and 4: at this size one seed's difference is as large as the
+seed-to-seed spread of a single process (sd 0.019 = 11%), and the paired changes' 95% interval over these five seeds,
+-4.7% to +25.8%, does not resolve a 5% bound either. So the speed benchmark's report (benchmarks/report.py,
+`within_over_seeds`) judges the README's "same quality: within 5%" on the interval over the seeds it recorded (one seed
+in the record of 2026-11-29: "not resolved"; `bench_distributed` now runs five), never on one seed's difference, and
+this test asserts what one run can show, each of which fails when distributed training is broken:
 - the same number of optimizer steps with the same global batch (each pair seen once per epoch across both ranks);
 - both ranks end with identical weights (DDP's all-reduce keeps them in sync; ranks training apart would differ);
 - both runs learn (well above the untrained encoder);
@@ -21,9 +24,10 @@ seeds 1, 2 and 4: at this size one seed's difference is as large as the seed-to-
 Mutation check, tried by hand: the worker run under torchrun with a DDP communication hook that returns each rank's own
 gradient (no all-reduce). The ranks' item vectors then differ by up to 0.38 and the sync assertion fails; test ndcg@10
 was 0.1412 against 0.1905, a difference of 0.049 that the quality tolerance alone would have let through."""
-import json, os, socket, subprocess, sys, textwrap
+import json, os, subprocess, sys, textwrap
 import numpy as np
 import pytest
+from transferrec.core import free_port
 
 QUALITY_TOLERANCE = 0.06
 
@@ -49,11 +53,6 @@ WORKER = textwrap.dedent('''
                    'backend': torch.distributed.get_backend() if torch.distributed.is_initialized() else None,
                    **rec.train_stats_, 'test_ndcg@10': evaluate(rec, data)['ndcg@10']}, open(out, 'w'))
 ''')
-
-def free_port() -> int:
-    "A free TCP port on 127.0.0.1 (for torchrun's rendezvous; also used by benchmarks/sections.py)."
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def run_command(cmd, tmp_path):
     "Run `cmd` offline with one thread per process in `tmp_path`; fail with its output unless it succeeds."

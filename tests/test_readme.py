@@ -4,7 +4,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT/'docs'))
-from make_readme import relink
+from make_readme import relink, render
 
 def test_relative_links_resolve():
     text = (ROOT/'README.md').read_text()
@@ -17,3 +17,8 @@ def test_relink_rewrites_only_relative_targets():
     text = "[a](06_transfer.ipynb#cold) [b](../benchmarks/results.md) [c](https://x.org/y) [d](#top)"
     assert relink(text, 'nbs', '.') == ("[a](nbs/06_transfer.ipynb#cold) [b](benchmarks/results.md) "
                                         "[c](https://x.org/y) [d](#top)")
+
+def test_readme_is_rendered_from_the_index_notebook():
+    "README.md is exactly what docs/make_readme.py renders from nbs/index.ipynb: no number in it is typed by hand."
+    assert render(ROOT/'nbs'/'index.ipynb', str(ROOT)) == (ROOT/'README.md').read_text(), \
+        '`make readme` (docs/make_readme.py nbs/index.ipynb README.md) after changing nbs/index.ipynb'

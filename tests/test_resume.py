@@ -10,7 +10,9 @@ epoch or step stays behind.
 Mutation check: `test_a_restart_from_zero_is_counted` and `test_a_trainer_restart_from_zero_is_counted` make the resume
 start again from zero (the checkpoint file or folder removed before resuming) and show that the count sees it while
 the final weights and curve do not. The SIGKILL two-tower resume lives in tests/test_strategies.py and the
-SIGKILL CLI resume (results only) in tests/test_cli_runs.py; this file adds the counts for every strategy."""
+SIGKILL CLI resume in tests/test_cli_runs.py (there the epochs before the kill must come back from the checkpoint
+unchanged, wall-clock seconds included, which a rerun would not reproduce); this file adds the counts for every
+strategy."""
 import contextlib, json, math, shutil
 import numpy as np
 import pytest
@@ -55,10 +57,12 @@ def batches_per_epoch(split_, max_len: int, batch_size: int) -> int:
     "Training batches in one epoch: one per `batch_size` history windows of the training histories."
     return math.ceil(len(history_windows(split_.histories('valid'), max_len)[0]) / batch_size)
 
-@pytest.fixture(scope='module', params=['id', 'text-tuned'])
+@pytest.fixture(scope='module', params=['id', 'text+id', 'text-tuned'])
 def seq_config(request, tiny_bert):
-    "An ID model, and a text model whose encoder's top layer trains with it (the checkpoint then holds that layer too)."
+    """Each sequential variant: ID items; text+ID items on frozen text vectors (the adaptor and the ID table train); a
+    text model whose encoder's top layer trains with it (the checkpoint then holds that layer too)."""
     if request.param == 'id': return {**SEQ, 'item_repr': 'id'}
+    if request.param == 'text+id': return {**SEQ, 'item_repr': 'text+id', 'model': tiny_bert}
     return {**SEQ, 'item_repr': 'text', 'model': tiny_bert, 'trainable_layers': 1}
 
 @pytest.fixture(scope='module')
