@@ -1,7 +1,7 @@
 """Every format of `transferrec.formats` read from a small fixture written in its exact layout, with the awkward cases
 (gzip, missing meta, HTML, lists as text, duplicate reviews, Python-literal meta lines, Parquet, your own column names),
 and ml-100k from RecBole's atomic files equal to the MovieLens reader's."""
-import gzip, importlib.util, json
+import gzip, importlib.util, json, warnings
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
@@ -234,3 +234,28 @@ def test_prepare_named_steps(shop):
                   ds.items.drop(columns='item_idx'), name='shop')
     assert 'new' in set(ds3.user_ids) and 'new' not in set(prepare(ds3, kcore=3).user_ids)
     assert len(prepare(ds3, kcore=3)) == len(ds)
+
+
+def test_every_format_through_the_command_line(tmp_path, capsys):
+    "`transferrec data --format ...` reads each layout (and auto-detects it) as the API does."
+    from transferrec.cli import main
+    rec = tmp_path/'recbole'; rec.mkdir()
+    (rec/'shop.inter').write_text('user_id:token\titem_id:token\trating:float\ttimestamp:float\n' +
+                                  ''.join(f'{u}\t{i}\t{r}\t{t}\n' for u, i, r, t in shop_rows()))
+    rev2023 = write_lines(tmp_path/'All_Beauty.jsonl.gz', amazon2023_reviews())
+    meta2023 = write_lines(tmp_path/'meta_All_Beauty.jsonl', amazon2023_meta())
+    parquet = tmp_path/'orders.parquet'
+    pd.DataFrame(shop_rows(), columns=['customer', 'product', 'stars', 'ts']).to_parquet(parquet)
+    cases = [(['--dataset', rec, '--format', 'recbole'], read_dataset(rec)),
+             (['--dataset', rec], read_dataset(rec)),
+             (['--dataset', rev2023, '--items', meta2023, '--format', 'amazon2023'], read_dataset(rev2023, items=meta2023)),
+             (['--dataset', parquet, '--columns', 'user_id=customer,item_id=product,rating=stars,timestamp=ts'],
+              read_dataset(parquet, columns='user_id=customer,item_id=product,rating=stars,timestamp=ts'))]
+    for args, ds in cases:
+        with warnings.catch_warnings():   # the readers' warnings (duplicates removed, items without meta) are tested above
+            warnings.simplefilter('ignore')
+            code = main(['data', *map(str, args), '--json', str(tmp_path/'stats.json')])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        stats = json.loads((tmp_path/'stats.json').read_text())
+        assert (stats['users'], stats['items'], stats['interactions']) == (ds.n_users, ds.n_items, len(ds)), (args, stats)
