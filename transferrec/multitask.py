@@ -4,14 +4,15 @@
 
 # %% ../nbs/06c_multitask.ipynb #42f3d016
 from __future__ import annotations
-import copy, math, time
+import contextlib, copy, math, time
 from pathlib import Path
 import numpy as np, pandas as pd, scipy.sparse as sp, torch
 from torch import nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from fastcore.basics import patch
-from .core import DataError, atomic_write, set_seed, torch_threads, score_users, load_state, load_weights, require_files
+from .core import (DataError, atomic_write, set_seed, torch_threads, score_users, load_state, load_weights, require_files,
+                              folder_lock, stop_requests, StopRequested)
 from .data import Split, split_fingerprint
 from .gd import lr_schedule
 from .metrics import rating_metrics, evaluate as evaluate_ranking
@@ -226,11 +227,13 @@ def _train_epoch(self: MultiTaskRecommender, ratings: sp.csr_matrix, opt, gen, s
 def fit(self: MultiTaskRecommender, split: Split, # a split with ratings; its valid part is evaluated every `eval_every` epochs
         checkpoint: str|Path|None=None, # a file the training state is saved to after every epoch; resumed if it exists
        ) -> MultiTaskRecommender:
-    "Train both heads jointly for `epochs` epochs."
-    with torch_threads(self.num_threads): return self._fit(split, checkpoint and Path(checkpoint))
+    "Train both heads jointly for `epochs` epochs; SIGINT or SIGTERM stops after the epoch, with its checkpoint written."
+    checkpoint = checkpoint and Path(checkpoint)
+    with torch_threads(self.num_threads), (folder_lock(checkpoint) if checkpoint else contextlib.nullcontext()), stop_requests() as asked:
+        return self._fit(split, checkpoint, asked)
 
 @patch
-def _fit(self: MultiTaskRecommender, split: Split, checkpoint: Path|None):
+def _fit(self: MultiTaskRecommender, split: Split, checkpoint: Path|None, asked):
     c = self.config
     self.build_network(split)
     self.split_histories = {'valid': split.histories('valid'), 'test': split.histories('test')}
@@ -253,6 +256,9 @@ def _fit(self: MultiTaskRecommender, split: Split, checkpoint: Path|None):
             bar.set_postfix(rmse=f"{m['rmse']:.4f}", ndcg=f"{m['ndcg@10']:.4f}")
         loop.update(epoch=epoch + 1, seconds=time.time() - t0)
         if checkpoint is not None: self._checkpoint(checkpoint, split, opt, gen, loop)
+        if asked.requested and epoch + 1 < c['epochs']:   # an epoch is the step of this loop: stop at its boundary
+            how = f"; the checkpoint {str(checkpoint)!r} resumes it" if checkpoint else "; nothing was saved (no checkpoint)"
+            raise StopRequested(asked.signal, f" after epoch {epoch + 1} of {c['epochs']}{how}", checkpoint)
     self.net.eval()
     return self
 
