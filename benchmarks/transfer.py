@@ -57,17 +57,18 @@ def seeds_markdown(protocol: str) -> list[str]:
     r = json.loads(f.read_text())
     runs = [run['results'] for run in r['runs']]
     cols = [c for c in COLUMNS if c in runs[0][next(iter(runs[0]))] and c != 'fit_seconds']
+    headline = 'recall@10_cold' if 'recall@10_cold' in cols else 'ndcg@10'   # the column each seed is shown for
     out = [f"\n#### {protocol}, seeds {', '.join(map(str, r['seeds']))}\n",
            f"Each seed trains every model again (and draws its own split where the protocol is random: `random`, `cold`; "
            f"`loo` and `temporal` splits do not depend on the seed); run {r['date']}, {r['seconds']:.0f} s in all, load "
            f"average (1, 5, 15 min) before/after {r['load_average_before_after']}. "
            "Mean ± standard deviation over the seeds, then each seed's value.\n",
-           f"| model | {' | '.join(cols)} | {' | '.join(f'{cols[0]} seed {s}' for s in r['seeds'])} |",
+           f"| model | {' | '.join(cols)} | {' | '.join(f'{headline} seed {s}' for s in r['seeds'])} |",
            '|---' * (1 + len(cols) + len(r['seeds'])) + '|']
     for m in runs[0]:
         v = {c: np.array([run[m][c] for run in runs]) for c in cols}
         out.append(f"| {m} | {' | '.join(f'{v[c].mean():.4f} ± {v[c].std(ddof=1):.4f}' for c in cols)} | "
-                   f"{' | '.join(f'{x:.4f}' for x in v[cols[0]])} |")
+                   f"{' | '.join(f'{x:.4f}' for x in v[headline])} |")
     return out + ['']
 
 def run(protocol: str, models: str, seed: int) -> dict:
