@@ -105,17 +105,18 @@ def test_sigterm_stops_after_the_epoch_and_the_resume_runs_only_the_rest(data, t
     "SIGTERM during epoch 3: the checkpoint holds 3 epochs, StopRequested exits 143, the resume runs the other 9 and ends identical."
     import os, signal
     from transferrec.core import StopRequested, load_state
-    straight = MultiTaskRecommender(item_repr='id', **FAST).fit(data)
-    epochs_run, train_epoch = [], MultiTaskRecommender._train_epoch
-    def counted(self, *args):
+    every_epoch = dict(FAST, eval_every=1)   # one validation per epoch: counting them counts the epochs run
+    straight = MultiTaskRecommender(item_repr='id', **every_epoch).fit(data)
+    epochs_run, evaluate = [], MultiTaskRecommender.evaluate
+    def counted(self, *args, **kw):
         epochs_run.append(1)
-        if len(epochs_run) == 3 and not resuming: os.kill(os.getpid(), signal.SIGTERM)   # arrives mid-epoch
-        return train_epoch(self, *args)
-    monkeypatch.setattr(MultiTaskRecommender, '_train_epoch', counted)
+        if len(epochs_run) == 3 and not resuming: os.kill(os.getpid(), signal.SIGTERM)   # arrives before epoch 3 is saved
+        return evaluate(self, *args, **kw)
+    monkeypatch.setattr(MultiTaskRecommender, 'evaluate', counted)
     resuming, ck = False, tmp_path/'ck.pt'
-    with pytest.raises(StopRequested) as stop: MultiTaskRecommender(item_repr='id', **FAST).fit(data, checkpoint=ck)
+    with pytest.raises(StopRequested) as stop: MultiTaskRecommender(item_repr='id', **every_epoch).fit(data, checkpoint=ck)
     assert stop.value.exit_code == 143 and 'after epoch 3 of 12' in str(stop.value) and load_state(ck, 'checkpoint')['epoch'] == 3
     resuming, epochs_run[:] = True, []
-    resumed = MultiTaskRecommender(item_repr='id', **FAST).fit(data, checkpoint=ck)
+    resumed = MultiTaskRecommender(item_repr='id', **every_epoch).fit(data, checkpoint=ck)
     assert len(epochs_run) == FAST['epochs'] - 3
     np.testing.assert_array_equal(resumed.predict(data.test), straight.predict(data.test))
