@@ -16,6 +16,9 @@ It measures, against the issue's targets:
   lowers the score (faithful), that no `why` is empty, and how often a reason shares a genre with the recommended
   item against a random other item of the same history (plausible).
 
+The CPU time of the server (its process and workers) and of this client per request, and the server's memory per
+process (RSS and PSS), are recorded beside them: client and server share the machine's cores.
+
 It writes benchmarks/serve.json and benchmarks/serve.md (--out PREFIX to write elsewhere) with the machine
 (`transferrec.core.machine_info`), the settings and the load average before and after."""
 import argparse, asyncio, json, os, random, signal, subprocess, sys, time
@@ -50,6 +53,20 @@ def cpu_seconds(pid: int) -> float:
         t, parent = own(d.name)
         if parent == pid: total += t
     return total
+
+
+def memory_mb(pid: int) -> list:
+    "RSS and PSS (shared pages split between their users) in MB of a process and of each child (the workers), from /proc."
+    def one(p):
+        try: fields = dict(line.split(':', 1) for line in Path(f'/proc/{p}/smaps_rollup').read_text().splitlines()[1:])
+        except OSError: return None
+        return {'pid': int(p), 'rss_mb': int(fields['Rss'].split()[0]) / 1024, 'pss_mb': int(fields['Pss'].split()[0]) / 1024}
+    kids = []
+    for d in Path('/proc').glob('[0-9]*'):
+        try: parent = int(Path(f'/proc/{d.name}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): continue
+        if parent == pid: kids.append(d.name)
+    return [m for m in [one(pid), *map(one, kids)] if m is not None]
 
 
 def train_run(epochs: int) -> Path:
@@ -151,7 +168,7 @@ def report(res: dict) -> str:
             ('1 client: explain=false, p50 / p99', f"{s['explain=false']['p50_ms']:.2f} / {s['explain=false']['p99_ms']:.2f} ms", '', ''),
             (f"{res['settings']['clients']} clients, {c['requests']:,} mixed requests: requests/s", f"{c['rps']:.0f}", f">= {t['concurrent_rps']:g}", met(c['rps'] >= t['concurrent_rps'])),
             (f"{res['settings']['clients']} clients: p50 / p99", f"{c['p50_ms']:.1f} / {c['p99_ms']:.1f} ms", f"p99 < {t['concurrent_p99_ms']:g} ms", met(c['p99_ms'] < t['concurrent_p99_ms'])),
-            (f"{res['settings']['clients']} clients: server CPU per request", f"{c['server_cpu_ms_per_request']:.2f} ms", '', ''),
+            (f"{res['settings']['clients']} clients: CPU per request, server / client", f"{c['server_cpu_ms_per_request']:.2f} / {c.get('client_cpu_ms_per_request', float('nan')):.2f} ms", '', ''),
             ('5xx answers, transport errors, bad requests not 4xx', f"{c['server_errors']}, {c['wrong_answers']}", '0', met(c['server_errors'] == 0 and c['wrong_answers'] == 0)),
             ('in process: Recommender.recommend with reasons, p50 / p99', f"{res['in_process']['explain=True']['p50_ms']:.2f} / {res['in_process']['explain=True']['p99_ms']:.2f} ms", f"p50 < {t['in_process_p50_ms']:g} ms", met(res['in_process']['explain=True']['p50_ms'] < t['in_process_p50_ms'])),
             ('in process: explain=False, p50 / p99', f"{res['in_process']['explain=False']['p50_ms']:.2f} / {res['in_process']['explain=False']['p99_ms']:.2f} ms", '', ''),
@@ -164,6 +181,7 @@ def report(res: dict) -> str:
     lines += ['', 'Latency by kind of request under load (p50 / p99 ms): ' +
               ', '.join(f"{k} {v['p50_ms']:.1f} / {v['p99_ms']:.1f}" for k, v in c['by_kind'].items()), '',
               f"Statuses: {c['statuses']}. Load average before / after: {res['load_before']} / {res['load_after']}.", '',
+              'Server memory (MB, RSS / PSS, the process then its workers): ' + ', '.join(f"{m['rss_mb']:.0f} / {m['pss_mb']:.0f}" for m in res.get('memory', [])), '',
               f"Machine: {res['machine']['platform']}, {res['machine']['cpu_count']} CPUs, Python {res['machine']['python']}, "
               f"torch {res['machine']['torch']}, transferrec {res['machine']['transferrec']}.", '']
     return '\n'.join(lines)
@@ -198,9 +216,11 @@ def main(argv=None):
             single[f'explain={str(flag).lower()}'] = single_client(url, users, a.single, flag)
             single[f'explain={str(flag).lower()}']['server_cpu_ms_per_request'] = (cpu_seconds(proc.pid) - c0) / a.single * 1000
         reqs = mixed_requests(users, histories, ids.tolist(), a.requests)
-        c0 = cpu_seconds(proc.pid)
+        c0, client0 = cpu_seconds(proc.pid), time.process_time()
         concurrent = asyncio.run(concurrent_clients(url, reqs, a.clients))
         concurrent['server_cpu_ms_per_request'] = (cpu_seconds(proc.pid) - c0) / a.requests * 1000
+        concurrent['client_cpu_ms_per_request'] = (time.process_time() - client0) / a.requests * 1000   # the load generator shares the cores
+        memory = memory_mb(proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         try: proc.wait(60)
@@ -209,7 +229,7 @@ def main(argv=None):
                         f"{meta['data']['dataset'] if meta.get('data') else '?'} {meta['data']['protocol'] if meta.get('data') else ''}, "
                         f"{len(meta['history'])} epochs", 'requests': a.requests, 'clients': a.clients, 'single': a.single,
                         'workers': a.workers, 'k': 10, 'mix': '40% known user, 25% history, 20% text, 15% bad'},
-           'machine': machine_info(), 'load_before': load_before, 'single': single, 'concurrent': concurrent,
+           'machine': machine_info(), 'load_before': load_before, 'single': single, 'concurrent': concurrent, 'memory': memory,
            'in_process': in_process(rec, 200), 'targets': TARGETS,
            'reasons': reason_quality(rec, np.random.default_rng(0).choice(len(rec.user_ids), min(a.reason_users, len(rec.user_ids)), replace=False))}
     res['load_after'] = [round(x, 2) for x in os.getloadavg()]

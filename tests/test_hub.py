@@ -24,6 +24,7 @@ def data():
 def _options(strategy, tiny_bert):
     if strategy == 'sequential': return dict(item_repr='text+id', epochs=2, dim=16, max_len=10, progress=False)
     if strategy == 'two-tower': return dict(model=tiny_bert, **TOWER)
+    if strategy == 'multitask': return dict(item_repr='text+id', model=tiny_bert, dim=8, epochs=2, eval_every=2, num_threads=1, progress=False)
     return dict(model=tiny_bert, retriever={'strategy': 'two-tower', 'model': tiny_bert, **TOWER}, **RERANK)
 
 

@@ -163,3 +163,46 @@ def test_tuned_layers_refused_where_there_are_none(data, tmp_path):
     AutoTokenizer.from_pretrained(default_encoder_path()).save_pretrained(tmp_path/'gpt2')
     with pytest.raises(DataError, match='BERT-family'):
         Recommender('sequential', model=str(tmp_path/'gpt2'), trainable_layers=1, **SMALL).fit(data)
+
+def test_text_ids_survive_save_load(tmp_path):
+    "Item ids '042' and '42' stay two distinct strings, and text user ids load without pickle."
+    from transferrec.data import from_dataframes
+    base = synthetic(n_users=12, n_items=10, interactions_per_user=6, seed=4)
+    inter = base.interactions.copy()
+    item_names = {i: ('042' if i == 1 else '42' if i == 2 else f'0{i:03d}') for i in base.items['item_id']}
+    inter['item_id'] = inter['item_id'].map(item_names); inter['user_id'] = 'c' + inter['user_id'].astype(str)
+    items = base.items.assign(item_id=base.items['item_id'].map(item_names))
+    sp = split(from_dataframes(inter, items), 'loo')
+    r = Recommender('sequential', item_repr='id', epochs=1, dim=8, max_len=5, progress=False).fit(sp)
+    back = Recommender.load(r.save(tmp_path/'run'))
+    assert back.items['item_id'].tolist() == r.items['item_id'].tolist()
+    assert {'042', '42', '0003'} <= set(back.items['item_id']) and all(isinstance(i, str) for i in back.items['item_id'])
+    assert np.load(tmp_path/'run'/'histories.npz', allow_pickle=False)['user_ids'].dtype.kind == 'U'
+    assert back.user_ids.tolist() == r.user_ids.tolist() and 'c1' in back.user_ids.tolist()
+    pd.testing.assert_frame_equal(back.recommend(user_id='c1', k=3), r.recommend(user_id='c1', k=3))
+    assert back.recommend(history=['042', '42'], k=3)['item_id'].map(type).eq(str).all()
+
+def test_predict_needs_a_rating_head(rec, data):
+    with pytest.raises(DataError, match="strategy='multitask'|Recommender\\('multitask'"): rec.predict(data.test.head(3))
+    mt = Recommender('multitask', item_repr='id', dim=8, epochs=2, eval_every=2, num_threads=1, progress=False).fit(data)
+    pred = mt.predict(data.test)
+    assert pred.shape == (len(data.test),) and np.isfinite(pred).all()
+    np.testing.assert_array_equal(pred, mt.model.predict(data.test))
+    with pytest.raises(DataError, match='user_idx'): mt.predict(data.test.drop(columns='user_idx'))
+
+def test_reasons_match_rescoring_each_removal(rec, data):
+    "The one-pass reasons are those found by rescoring the history without each recent item, one history at a time."
+    from transferrec.recommend import REASON_WINDOW, MATERIAL_SHARE
+    for u in (2, 7, 11):
+        hist = np.asarray(rec.histories[u])[-rec.model.config['max_len']:]
+        out = rec.recommend(user_id=data.dataset.user_ids[u], k=5)
+        items = rec.item_index.get_indexer(out['item_id'])
+        start = max(0, len(hist) - REASON_WINDOW)
+        variants = [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
+        drop = rec.model.score_histories([hist])[0][items] - np.stack([rec.model.score_histories([v])[0][items] for v in variants])
+        gain = np.clip(drop, 0, None); share = gain / np.maximum(gain.sum(0), 1e-12)
+        for j, because in enumerate(out['because']):
+            order = np.argsort(-drop[:len(hist) - start, j], kind='stable')[:3]
+            best = [o for o in order if drop[o, j] > 1e-5 and share[o, j] >= MATERIAL_SHARE + 1e-4]
+            expected = data.dataset.item_ids[hist[start + np.array(best, int)]].tolist()
+            assert set(expected) <= set(because) and len(because) <= 3, (u, j, because, expected)

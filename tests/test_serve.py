@@ -191,6 +191,7 @@ def test_several_workers_refuse_changes(run, monkeypatch):
 def test_serve_refuses_a_bad_run_or_a_busy_port(run, tmp_path):
     with pytest.raises(DataError, match='does not exist'): S.serve(tmp_path/'nowhere')
     with pytest.raises(DataError, match='workers must be a positive integer'): S.serve(run, workers=0)
+    with pytest.raises(DataError, match='threads must be a positive integer'): S.serve(run, threads=0)
     with socket.socket() as busy:
         busy.bind(('127.0.0.1', 0)); busy.listen()
         with pytest.raises(DataError, match='cannot listen on 127.0.0.1'): S.serve(run, port=busy.getsockname()[1])

@@ -28,7 +28,7 @@ def fitted(request, tiny_bert, data):
 
 
 def test_strategies_registered():
-    assert set(STRATEGIES) == {'sequential', 'two-tower', 'cross-encoder'}
+    assert set(STRATEGIES) == {'sequential', 'two-tower', 'cross-encoder', 'multitask'}
     with pytest.raises(DataError, match='unknown strategy'): Recommender('matrix-factorisation')
     with pytest.raises(DataError, match='bad option'): Recommender('two-tower', no_such_option=1)
 

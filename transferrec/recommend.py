@@ -4,26 +4,28 @@
 
 # %% ../nbs/08_recommend.ipynb #b949e582
 from __future__ import annotations
-import contextlib, hashlib, json, platform, re, tempfile, time
+import collections, contextlib, hashlib, json, math, platform, re, tempfile, time, warnings
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
-from .core import DataError, atomic_dir, score_users
+from .core import DataError, atomic_dir, score_users, torch_threads
 from .data import Dataset, Split, split_fingerprint
 from .sequential import SequentialRecommender
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
 from .crossencoder import CrossEncoderReranker
+from .multitask import MultiTaskRecommender
 from .metrics import topk
 from .retrieval import VectorIndex, AUTO_THRESHOLD, supports_index, top_items
 from . import encoders
 
 # %% auto #0
-__all__ = ['STRATEGIES', 'REASON_WINDOW', 'MATERIAL_SHARE', 'FORMAT_VERSION', 'READABLE_FORMATS', 'build_strategy', 'Recommender',
-           'parse_ids', 'reason_quality', 'file_sha256', 'model_card']
+__all__ = ['STRATEGIES', 'TEXT_CACHE_BYTES', 'REASON_WINDOW', 'MATERIAL_SHARE', 'FORMAT_VERSION', 'READABLE_FORMATS',
+           'build_strategy', 'Recommender', 'parse_ids', 'reason_quality', 'file_sha256', 'model_card']
 
 # %% ../nbs/08_recommend.ipynb #9131302d
-STRATEGIES = {'sequential': SequentialRecommender, 'two-tower': TwoTowerRecommender, 'cross-encoder': CrossEncoderReranker}
+STRATEGIES = {'sequential': SequentialRecommender, 'two-tower': TwoTowerRecommender, 'cross-encoder': CrossEncoderReranker,
+              'multitask': MultiTaskRecommender}
 
 def build_strategy(strategy: str, # a key of `STRATEGIES`
                    **config): # options of the strategy; a cross-encoder's `retriever` is a dict with its own `strategy`
@@ -80,6 +82,19 @@ class Recommender:
         return score_users(self.model.score_histories, hist, user_indices)
 
     def __repr__(self): return f"Recommender({self.strategy!r}, {repr(self.model)})"
+
+# %% ../nbs/08_recommend.ipynb #20118a74
+@patch
+def predict(self: Recommender, frame: pd.DataFrame # rows with user_idx and item_idx (row indices, as in a split)
+           ) -> np.ndarray:
+    "Predicted ratings for (user_idx, item_idx) rows, from a strategy with a rating head."
+    if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
+    if not callable(getattr(self.model, 'predict', None)):
+        raise DataError(f"the {self.strategy} strategy ranks items but predicts no ratings; train Recommender('multitask', ...) "
+                        "for a rating head")
+    missing = [c for c in ('user_idx', 'item_idx') if c not in frame]
+    if missing: raise DataError(f"predict needs the columns user_idx and item_idx; {missing} missing (a split's test frame has them)")
+    return self.model.predict(frame)
 
 # %% ../nbs/08_recommend.ipynb #f99c3e40
 def _item_rows(rec, ids) -> np.ndarray:
@@ -156,6 +171,20 @@ def _serving_index(rec) -> VectorIndex|None:
     if ix is None and len(rec.items) >= AUTO_THRESHOLD and supports_index(rec.model): ix = rec.build_index()
     return ix
 
+TEXT_CACHE_BYTES = 64 * 2**20   # the scores of recent texts `recommend` keeps: a service sees the same queries again
+
+def _text_scores(rec, text: str) -> np.ndarray:
+    "The strategy's scores of every item for a text, kept for recent texts (least recently used out) until the catalogue changes."
+    cache = getattr(rec, '_text_cache', None)
+    if cache is None or cache[0] is not rec.items: rec._text_cache = cache = (rec.items, collections.OrderedDict())
+    kept = cache[1]
+    if text in kept: kept.move_to_end(text); return kept[text]
+    scores = np.asarray(rec.model.score_text(text))
+    scores.flags.writeable = False
+    kept[text] = scores
+    while len(kept) > max(1, TEXT_CACHE_BYTES // max(scores.nbytes, 1)): kept.popitem(last=False)
+    return scores
+
 @patch
 @torch.inference_mode()
 def recommend(self: Recommender,
@@ -173,14 +202,17 @@ def recommend(self: Recommender,
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
     if text is not None:
         if not isinstance(text, str) or not text.strip(): raise DataError("the text is empty; describe what the user likes")
-        scores, hist, index = np.asarray(self.model.score_text(text)), np.zeros(0, np.int64), None
+        skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
+        scores, hist, index, states = _text_scores(self, text), np.zeros(0, np.int64), None, None
     else:
         if history is not None and len(history) == 0:
             raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
         hist = _user_history(self, user_id) if user_id is not None else _item_rows(self, history)
-        index = _serving_index(self)
-        scores = None if index is not None else self.model.score_histories([hist])[0]
-    skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
+        skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
+        index, states = _serving_index(self), None
+        if index is not None: scores = None
+        elif explain: scores, states = _history_scores(self, hist)   # the pass that finds the reasons scores the catalogue too
+        else: scores = self.model.score_histories([hist])[0]
     if index is not None:
         leave_out = hist if exclude_seen else None
         if skip is not None: leave_out = skip if leave_out is None else np.union1d(leave_out, skip)
@@ -188,11 +220,14 @@ def recommend(self: Recommender,
     else: top, top_scores = _top_scores(scores, hist, k, exclude_seen, skip)
     if not np.isfinite(top_scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
     ids, titles = _catalogue(self)
-    out = pd.DataFrame({'item_id': ids[top], 'title': titles[top] if titles is not None else None,
-                        'score': top_scores})
-    if explain and len(hist): out['because'], out['why'] = _explain(self, hist, top, top_scores)
-    elif explain: out['why'] = 'close to the text you gave'
-    return out
+    columns = {'item_id': ids[top], 'title': titles[top] if titles is not None else [None] * len(top), 'score': top_scores}
+    if explain and len(hist):
+        because, columns['why'] = _explain(self, hist, top, top_scores, states)
+        columns['because'] = np.empty(len(top), object)
+        for j, b in enumerate(because): columns['because'][j] = b          # lists of ids, one per row
+        columns['why'] = columns.pop('why')
+    elif explain: columns['why'] = ['close to the text you gave'] * len(top)
+    return pd.DataFrame(columns)
 
 # %% ../nbs/08_recommend.ipynb #6a0c4f3e
 REASON_WINDOW = 12     # the most recent history items tried one by one as reasons; the earlier ones form one block
@@ -203,10 +238,18 @@ def _window(rec) -> int:
     c = rec.model.config
     return c.get('max_len') or c.get('history_items') or 50
 
+def _labels(rec) -> np.ndarray:
+    "Every item in words, 'Title [id]' (or '[id]' without a title), made once until the catalogue changes."
+    cache = getattr(rec, '_label_cache', None)
+    if cache is None or cache[0] is not rec.items:
+        ids, titles = _catalogue(rec)
+        names = [None] * len(ids) if titles is None else titles.tolist()
+        rec._label_cache = cache = (rec.items, np.array([f"{t} [{i}]" if isinstance(t, str) else f"[{i}]" for t, i in zip(names, ids.tolist())], dtype=object))
+    return cache[1]
+
 def _label(rec, rows: np.ndarray) -> str:
     "Items in words: 'Title [id]; Title [id]'."
-    ids, titles = _catalogue(rec)
-    return '; '.join(f"{t} [{i}]" if isinstance(t, str) else f"[{i}]" for t, i in zip([None] * len(rows) if titles is None else titles[rows], ids[rows]))
+    return '; '.join(_labels(rec)[rows])
 
 def _popularity(rec) -> np.ndarray:
     "How many known users have each item in their history (kept until items are added)."
@@ -225,20 +268,72 @@ def _why(rec, hist: np.ndarray, start: int, best: np.ndarray, drop: np.ndarray, 
     users, whole = _popularity(rec)[item], "close to your items as a whole (no single one changes its score)"
     return f"{whole}; popular: in the histories of {users:,} of {len(rec.histories):,} users" if users >= 0.05 * len(rec.histories) else whole
 
+# %% ../nbs/08_recommend.ipynb #f050914d
+def _packed_removals(n: int, # the history's length (at most the model's window)
+                     start: int, # the first item tried alone; hist[start:] is also read alone when start > 0
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "Which history item each packed position holds, its position, the attention mask, and where each variant's state is."
+    parts, ends, pos = [(np.arange(n), np.arange(n), 0, 0)], [n - 1], n   # (history rows, positions, variant, prefix seen)
+    for v, p in enumerate(range(start, n), 1):
+        if p == n - 1: ends.append(n - 2); continue                       # the last item out: the state one step earlier
+        parts.append((np.arange(p + 1, n), np.arange(p, n - 1), v, p)); pos += n - 1 - p; ends.append(pos - 1)
+    if start: parts.append((np.arange(start, n), np.arange(n - start), -1, 0)); pos += n - start; ends.append(pos - 1)
+    rows, places = np.concatenate([r for r, *_ in parts]), np.concatenate([q for _, q, *_ in parts])
+    variant = np.concatenate([np.full(len(r), v) for r, _, v, _ in parts])
+    seen = np.concatenate([np.full(len(r), b) for r, _, _, b in parts])
+    allowed = ((variant[None] == variant[:, None]) & (places[None] <= places[:, None])) | ((variant[None] == 0) & (places[None] < seen[:, None]))
+    return rows, places, np.where(allowed, 0.0, -np.inf).astype(np.float32), np.array(ends)
+
 @torch.inference_mode()
-def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray, n: int=3) -> tuple[list[list], list[str]]:
+def _removal_states(model: SequentialRecommender, hist: np.ndarray, start: int) -> np.ndarray:
+    "User states after `hist`, after it without each item from `start` on, and after hist[start:] alone: [1 + units, dim]."
+    net = model.net
+    if net.training: net.eval()
+    rows, places, mask, ends = _packed_removals(len(hist), start)
+    with torch_threads(model.num_threads):   # every op: a second thread on tensors this small only waits (16 ms on a busy machine)
+        E = torch.from_numpy(model.item_matrix())
+        x = E[torch.from_numpy(hist[rows])] * math.sqrt(E.shape[1]) + net.pos.weight[torch.from_numpy(places)]
+        h = net.norm(net.transformer(net.drop(x)[None], mask=torch.from_numpy(mask)))[0]
+        return h[torch.from_numpy(ends)].numpy()
+
+def _packs(model, hist: np.ndarray) -> bool:
+    "Does `_removal_states` read this model and history (a sequential model, a history within its window)?"
+    return isinstance(model, SequentialRecommender) and 2 <= len(hist) <= model.config['max_len']
+
+def _history_scores(rec, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray|None]:
+    "Scores of every item after a history and, for a sequential model, the removal states of the same pass (else None)."
+    m, recent = rec.model, hist[-_window(rec):]
+    if not _packs(m, recent): return m.score_histories([hist])[0], None
+    states = _removal_states(m, recent, max(0, len(recent) - REASON_WINDOW))
+    with torch_threads(m.num_threads): return (torch.from_numpy(states[:1]) @ torch.from_numpy(m.item_matrix()).T).numpy()[0], states
+
+def _score_drops(rec, hist: np.ndarray, start: int, items: np.ndarray, item_scores: np.ndarray,
+                 states: np.ndarray|None=None, # from `_history_scores`, when it made them
+                ) -> np.ndarray:
+    "How far each item's score falls without each history item from `start` on, and without the earlier block: [units, k]."
+    m = rec.model
+    if _packs(m, hist):
+        s = (_removal_states(m, hist, start) if states is None else states) @ m.item_matrix()[items].T
+        return s[0] - s[1:]
+    batch = [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
+    if supports_index(m): return item_scores[None, :] - m.user_vectors(batch) @ m.item_matrix()[items].T
+    return item_scores[None, :] - m.score_histories(batch)[:, items]
+
+@torch.inference_mode()
+def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray,
+             states: np.ndarray|None=None, # the removal states `_history_scores` made, if it did
+             n: int=3) -> tuple[list[list], list[str]]:
     "For each recommended item: the history items carrying a material share of its score (ids, at most `n`) and why, in words."
     hist, ids = history[-_window(rec):], _catalogue(rec)[0]
     if len(hist) < 2: return [ids[hist].tolist() for _ in items], [_label(rec, hist)] * len(items)
     start = max(0, len(hist) - REASON_WINDOW)
-    batch = [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
-    drop = item_scores[None, :] - rec.model.score_histories(batch)[:, items]      # [units, k]: each recent item, the earlier block
+    drop = _score_drops(rec, hist, start, items, item_scores, states)   # [units, k]: each recent item, the earlier block
     gain = np.clip(drop, 0, None)
     share = gain / np.maximum(gain.sum(0, keepdims=True), 1e-12)
+    order = np.argsort(-drop[:len(hist) - start], axis=0, kind='stable')[:n]   # the strongest removals, per item
     because, why = [], []
     for j in range(len(items)):
-        best = np.argsort(-drop[:len(hist) - start, j], kind='stable')[:n]
-        best = best[(drop[best, j] > 0) & (share[best, j] >= MATERIAL_SHARE)]
+        best = order[:, j][(drop[order[:, j], j] > 0) & (share[order[:, j], j] >= MATERIAL_SHARE)]
         because.append(ids[hist[start + best]].tolist())
         why.append(_why(rec, hist, start, best, drop[:, j], share[:, j], int(items[j])))
     return because, why
@@ -375,7 +470,9 @@ def save(self: Recommender,
         converted = _weights_to_safetensors(tmp)
         self.items.to_json(tmp/'items.json', orient='records', force_ascii=False)
         flat = lambda hs: np.concatenate(hs) if len(hs) else np.zeros(0, np.int64)
-        np.savez(tmp/'histories.npz', user_ids=self.user_ids, train=flat(self.train_histories), full=flat(self.histories),
+        users = np.asarray(self.user_ids)
+        if users.dtype == object: users = users.astype(str)       # text ids as a plain string array: np.load needs no pickle
+        np.savez(tmp/'histories.npz', user_ids=users, train=flat(self.train_histories), full=flat(self.histories),
                  train_lengths=[len(h) for h in self.train_histories], full_lengths=[len(h) for h in self.histories])
         if supports_index(self.model):
             save_file({'item_vectors': torch.from_numpy(np.ascontiguousarray(self.model.item_matrix(), np.float32))}, tmp/'item_vectors.safetensors')
@@ -463,6 +560,12 @@ def _metrics_beside(path: Path) -> dict|None:
     return {k: v for k, v in m.items() if isinstance(v, (int, float))} if isinstance(m, dict) else None
 
 # %% ../nbs/08_recommend.ipynb #7f3a1d56
+def _read_items(path: Path) -> pd.DataFrame:
+    "The item table as saved: JSON keeps strings ('042') and numbers apart, so nothing is converted, dates included."
+    with warnings.catch_warnings():   # pandas 3 guesses no dates once dtype=False and deprecates the switch; pandas 2 needs it
+        warnings.simplefilter('ignore', DeprecationWarning)
+        return pd.read_json(path, orient='records', dtype=False, convert_dates=False)
+
 @patch(cls_method=True)
 def load(cls: Recommender, path: str|Path # a folder written by `save` (or `transferrec train`)
         ) -> Recommender:
@@ -470,7 +573,7 @@ def load(cls: Recommender, path: str|Path # a folder written by `save` (or `tran
     path = Path(path)
     meta = _read_meta(path)
     rec = cls(meta['strategy'], **meta['config'])
-    items = pd.read_json(path/'items.json', orient='records')
+    items = _read_items(path/'items.json')
     try:
         converted = meta.get('converted') or {}
         with _state_folder(path, converted) as state:

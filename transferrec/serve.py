@@ -13,7 +13,7 @@ import asyncio, contextlib, json, logging, os, socket, sys, threading, time, url
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
 from .core import DataError, atomic_write, free_port
@@ -358,7 +358,9 @@ ENV_OPTIONS = 'TRANSFERREC_SERVE_OPTIONS'   # the options of `create_app` for wo
 
 def app_from_environment() -> FastAPI:
     "The app of one worker process, from the options `serve` put in the environment."
-    return create_app(**json.loads(os.environ[ENV_OPTIONS]))
+    options = json.loads(os.environ[ENV_OPTIONS])
+    if 'threads' in options: torch.set_num_threads(options.pop('threads'))   # `serve` sets it: this process is a worker
+    return create_app(**options)
 
 def serve(run: str|Path, # a run folder written by `Recommender.save` or `transferrec train`
           host: str='127.0.0.1', # the address to listen on; 0.0.0.0 opens the service to the network
@@ -368,9 +370,12 @@ def serve(run: str|Path, # a run folder written by `Recommender.save` or `transf
           max_body_bytes: int=1_000_000, # the largest request body accepted
           access_log: bool=True, # log one line per request
           log_level: str='info', # uvicorn's log level
+          threads: int=1, # torch CPU threads per worker: a request's tensors are small, and a second thread only waits
          ):
     "Serve a run over HTTP until SIGTERM or Ctrl-C."
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1: raise DataError(f"workers must be a positive integer, got {workers!r}")
+    for name, n in (('workers', workers), ('threads', threads)):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1: raise DataError(f"{name} must be a positive integer, got {n!r}")
+    torch.set_num_threads(threads)   # this process serves and does nothing else
     rec = Recommender.load(run)
     try:
         with socket.socket() as s: s.bind((host, port))
@@ -379,7 +384,7 @@ def serve(run: str|Path, # a run folder written by `Recommender.save` or `transf
     common = dict(host=host, port=port, timeout_graceful_shutdown=30, access_log=access_log, log_level=log_level)
     if workers == 1: return uvicorn.run(create_app(rec, timeout, max_body_bytes, True, run), **common)
     del rec
-    os.environ[ENV_OPTIONS] = json.dumps({'source': str(run), 'timeout': timeout, 'max_body_bytes': max_body_bytes, 'allow_changes': False})
+    os.environ[ENV_OPTIONS] = json.dumps({'source': str(run), 'timeout': timeout, 'max_body_bytes': max_body_bytes, 'allow_changes': False, 'threads': threads})
     uvicorn.run('transferrec.serve:app_from_environment', factory=True, workers=workers, **common)
 
 # %% ../nbs/11_serve.ipynb #5e7a0c35
