@@ -117,8 +117,6 @@ def test_planted_run_folder_files_run_no_code(planted_runs):
         with contextlib.suppress(Exception): Recommender.load(copy)
         assert not marker.exists(), name
 
-@pytest.mark.xfail(strict=True, reason="Recommender.load (nbs/08_recommend.ipynb) lets ValueError/UnicodeDecodeError/"
-                   "SafetensorError of items.json, histories.npz and *.safetensors through instead of a DataError")
 def test_planted_run_folder_files_are_refused(planted_runs, capsys):
     "`Recommender.load` and `transferrec recommend` refuse each planted file with a DataError (exit 2)."
     failures = []

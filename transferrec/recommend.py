@@ -4,12 +4,13 @@
 
 # %% ../nbs/08_recommend.ipynb #b949e582
 from __future__ import annotations
-import collections, contextlib, hashlib, json, math, platform, re, tempfile, time, warnings
+import collections, contextlib, hashlib, json, math, platform, re, tempfile, time, warnings, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
-from .core import DataError, atomic_dir, score_users, torch_threads
+from safetensors import SafetensorError, safe_open
+from .core import DataError, atomic_dir, recover_dir, score_users, torch_threads
 from .data import Dataset, Split, split_fingerprint
 from .sequential import SequentialRecommender
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
@@ -570,11 +571,11 @@ def _read_items(path: Path) -> pd.DataFrame:
 def load(cls: Recommender, path: str|Path # a folder written by `save` (or `transferrec train`)
         ) -> Recommender:
     "Load a saved recommender, checking versions and checksums."
-    path = Path(path)
+    path = recover_dir(Path(path))   # a save that crashed between its renames: the surviving complete copy
     meta = _read_meta(path)
     rec = cls(meta['strategy'], **meta['config'])
-    items = _read_items(path/'items.json')
     try:
+        items = _read_items(path/'items.json')
         converted = meta.get('converted') or {}
         with _state_folder(path, converted) as state:
             try: rec.model.restore_state(state, items)
@@ -582,12 +583,15 @@ def load(cls: Recommender, path: str|Path # a folder written by `save` (or `tran
                 message = str(e).replace(str(state), str(path))
                 for new, old in converted.items(): message = message.replace(str(path/old), str(path/new))
                 raise DataError(message) from None
+        if (path/'item_vectors.safetensors').exists():   # read by other tools, not here: its header is checked all the same
+            with safe_open(path/'item_vectors.safetensors', 'pt'): pass
+        with np.load(path/'histories.npz', allow_pickle=False) as z:
+            h = {k: z[k] for k in ('user_ids', 'train', 'full', 'train_lengths', 'full_lengths')}
     except DataError: raise
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, SafetensorError) as e:
         raise DataError(f"{str(path)!r} says it holds a {meta['strategy']} run, but its files do not load as one "
-                        f"({type(e).__name__}: {str(e)[:160]}); the folder mixes files from different runs: retrain") from None
+                        f"({type(e).__name__}: {str(e)[:160]}); the folder is damaged or mixes files from different runs: retrain") from None
     rec.model.history = meta.get('history', [])
-    h = np.load(path/'histories.npz', allow_pickle=False)
     unflat = lambda flat, lengths: np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
     rec.items, rec.user_ids, rec.user_index = items, h['user_ids'], pd.Index(h['user_ids'])
     rec.item_index = pd.Index(items['item_id'])
