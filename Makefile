@@ -95,6 +95,7 @@ bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
 	nice -n 10 $(PY) benchmarks/formats.py
+	nice -n 10 $(PY) benchmarks/serve.py
 
 # the cross-encoder's validation quality with truncated histories vs the seed's 50 items in 512 tokens (about 40 minutes
 # on 2 cores; kept out of `make bench` for its length): the truncation section of benchmarks/results.{json,md}

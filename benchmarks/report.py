@@ -78,8 +78,10 @@ def truncation_targets(s: dict) -> list[tuple]:
                 at_full_size(s) or same_quality(s))]
 
 def serving_targets(s: dict) -> list[tuple]:
-    p50, au = s['latency_ms']['explain=False']['p50'], s['all_users']['median_seconds']
-    return [row('recommend() for one user', 'p50 < 5 ms', f"{p50:.2f} ms", p50 < T['recommend_p50_ms']),
+    lat, au = s['latency_ms'], s['all_users']['median_seconds']
+    p50, bare = lat['explain=True']['p50'], lat['explain=False']['p50']   # the default call gives its reasons
+    return [row('recommend() for one user, with its reasons (the default)', 'p50 < 5 ms',
+                f"{p50:.2f} ms (explain=False: {bare:.2f} ms)", p50 < T['recommend_p50_ms']),
             row(f"scoring and ranking all {s['all_users']['users']} users", '< 2 s', f"{au:.2f} s", au < T['all_users_s'])]
 
 def catalogue_targets(s: dict) -> list[tuple]:
