@@ -5,8 +5,8 @@ import json, os, shlex, signal, shutil
 from pathlib import Path
 import pandas as pd, pytest
 import transferrec.benchmark, transferrec.cli
-from transferrec.cli import main, check_value, check_options, check_output, strategy_options, OPTION_RULES
-from transferrec.core import DataError, StopRequested
+from transferrec.cli import main, check_output, strategy_options
+from transferrec.core import DataError, StopRequested, check_value, check_options, OPTION_RULES
 from transferrec.data import synthetic
 
 TINY = ['--epochs', '1', '--option', 'dim=8', '--option', 'max_len=5', '--option', 'progress=false']

@@ -206,3 +206,12 @@ def test_reasons_match_rescoring_each_removal(rec, data):
             best = [o for o in order if drop[o, j] > 1e-5 and share[o, j] >= MATERIAL_SHARE + 1e-4]
             expected = data.dataset.item_ids[hist[start + np.array(best, int)]].tolist()
             assert set(expected) <= set(because) and len(because) <= 3, (u, j, because, expected)
+
+
+def test_bad_option_values_are_refused_by_the_api_as_by_the_command_line():
+    "The Python API applies the command line's option rules: lr=-1 would train by gradient ascent, dim=0 fail in torch."
+    for options, message in [({'lr': -1}, 'lr must be a positive number'), ({'dim': 0}, 'dim must be a positive integer'),
+                             ({'dropout': 1.5}, 'dropout must be a rate'), ({'seed': -1}, 'seed must be an integer from 0'),
+                             ({'retriever': {'strategy': 'two-tower', 'lr': float('nan')}}, 'lr must be a positive number')]:
+        strategy = 'cross-encoder' if 'retriever' in options else 'sequential'
+        with pytest.raises(DataError, match=message): Recommender(strategy, **options)

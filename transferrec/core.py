@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #f21c0cfd
 from __future__ import annotations
-import contextlib, ctypes, errno, glob, os, platform, re, shutil, signal, socket, sys, tempfile, threading
+import contextlib, ctypes, errno, glob, math, os, platform, re, shutil, signal, socket, sys, tempfile, threading
 try: import fcntl
 except ImportError: fcntl = None   # no OS file locks (Windows): folders are written unlocked
 from pathlib import Path
@@ -13,10 +13,10 @@ import numpy as np, pandas as pd, torch
 import transferrec
 
 # %% auto #0
-__all__ = ['DataError', 'write_failed', 'atomic_write', 'folder_lock', 'exchange_paths', 'recover_dir', 'atomic_dir',
-           'load_state', 'load_weights', 'require_files', 'set_seed', 'torch_threads', 'score_users', 'EarlyStopping',
-           'StopRequested', 'StopFlag', 'stop_requests', 'machine_info', 'free_port', 'full_size', 'Strategy',
-           'missing_methods']
+__all__ = ['KINDS', 'OPTION_RULES', 'DataError', 'write_failed', 'atomic_write', 'folder_lock', 'exchange_paths', 'recover_dir',
+           'atomic_dir', 'load_state', 'load_weights', 'require_files', 'set_seed', 'torch_threads', 'score_users',
+           'EarlyStopping', 'StopRequested', 'StopFlag', 'stop_requests', 'check_value', 'check_options',
+           'machine_info', 'free_port', 'full_size', 'Strategy', 'missing_methods']
 
 # %% ../nbs/00_core.ipynb #133ed592
 class DataError(ValueError):
@@ -271,6 +271,57 @@ def stop_requests(signals=(signal.SIGINT, signal.SIGTERM), # the signals that as
         _STOPS.pop()
         for s, handler in previous.items(): signal.signal(s, handler if handler is not None else signal.SIG_DFL)
     if flag.requested: raise StopRequested(flag.signal, ' after the block finished')   # the work is done; still stop
+
+# %% ../nbs/00_core.ipynb #dde98109
+def _integer(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def _number(v) -> bool: return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+KINDS = {  # what a value must be -> its test
+    'a positive integer': lambda v: _integer(v) and v >= 1,
+    'an integer >= 0': lambda v: _integer(v) and v >= 0,
+    'an integer from 0 to 4294967295': lambda v: _integer(v) and 0 <= v < 2**32,
+    'a port number from 0 to 65535': lambda v: _integer(v) and 0 <= v <= 65535,
+    'a positive number': lambda v: _number(v) and v > 0,
+    'a number >= 0': lambda v: _number(v) and v >= 0,
+    'a rate from 0 up to (not including) 1': lambda v: _number(v) and 0 <= v < 1,
+    'a finite number': _number,
+}
+
+OPTION_RULES = {  # option -> (what it must be: a key of KINDS, an example value, whether None is allowed)
+    **{o: ('a positive integer', x, False) for o, x in dict(
+        epochs=5, k=10, dim=64, n_layers=2, n_heads=2, n_experts=4, max_len=50, batch_size=128, eval_batch_size=128,
+        history_items=10, user_max_length=128, item_max_length=64, max_length=128, top_n=50, neg_ratio=4,
+        eval_steps=200, logging_steps=50, workers=1).items()},
+    **{o: ('a positive integer', x, True) for o, x in dict(max_steps=100, max_pairs=3200, eval_users=200, num_threads=1).items()},
+    **{o: ('an integer >= 0', x, True) for o, x in dict(patience=3, trainable_layers=3).items()},
+    **{o: ('an integer >= 0', 5, False) for o in ('min_user', 'min_item')},
+    'seed': ('an integer from 0 to 4294967295', 0, False),
+    'port': ('a port number from 0 to 65535', 8000, False),
+    **{o: ('a positive number', x, False) for o, x in dict(lr=0.001, encoder_lr=2e-5, temperature=0.05,
+                                                           num_train_epochs=1, timeout=10).items()},
+    **{o: ('a number >= 0', x, False) for o, x in dict(weight_decay=0.01, warmup_steps=0.1).items()},
+    'dropout': ('a rate from 0 up to (not including) 1', 0.2, False),
+    'implicit': ('a finite number', 4, True),
+}
+
+def check_value(name: str, # an option name (a key of `OPTION_RULES`; others pass unchecked)
+                value, # its value
+                how: str='{name}={example}', # how the fix is written: '{name}={example}' (Python), '--option {name}={example}'
+               ):
+    "`value` when it suits the option `name`, else a `DataError` that says what it must be, with an example."
+    if name not in OPTION_RULES: return value
+    kind, example, optional = OPTION_RULES[name]
+    if (value is None and optional) or KINDS[kind](value): return value
+    raise DataError(f"{name} must be {kind}{' or None' if optional and not how.startswith('--') else ''}, got {value!r}; e.g. {how.format(name=name, example=example)}")
+
+def check_options(options: dict, # strategy options; a cross-encoder's `retriever` dict is checked too
+                  how: str='{name}={example}', # how the fix is written (see `check_value`)
+                 ) -> dict:
+    "Every option value checked by `check_value`; the options unchanged."
+    for name, value in options.items():
+        if name == 'retriever' and isinstance(value, dict): check_options(value, how)
+        else: check_value(name, value, how)
+    return options
 
 # %% ../nbs/00_core.ipynb #cad2bb8e
 def machine_info() -> dict:

@@ -10,7 +10,7 @@ import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
 import transferrec
 from safetensors import SafetensorError, safe_open
-from .core import DataError, atomic_dir, recover_dir, score_users, torch_threads
+from .core import DataError, atomic_dir, check_options, recover_dir, score_users, torch_threads
 from .data import Dataset, Split, split_fingerprint
 from .sequential import SequentialRecommender
 from .twotower import TwoTowerRecommender, TWO_TOWER_TUTORIAL
@@ -32,6 +32,7 @@ def build_strategy(strategy: str, # a key of `STRATEGIES`
                    **config): # options of the strategy; a cross-encoder's `retriever` is a dict with its own `strategy`
     "The model of a strategy, built from plain (JSON-able) options."
     if strategy not in STRATEGIES: raise DataError(f"unknown strategy {strategy!r}; choose one of {list(STRATEGIES)}")
+    check_options(config)   # lr=-1 or dim=0 refused here, with an example, not deep inside training
     if strategy == 'cross-encoder':
         r = dict(config.get('retriever') or {'strategy': 'two-tower', **TWO_TOWER_TUTORIAL})
         for shared in ('seed', 'progress', 'num_threads'):
