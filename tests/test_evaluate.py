@@ -247,3 +247,19 @@ def test_benchmark_cold_has_held_out_columns():
     df = benchmark(ds, "cold", {"pop": Pop(), "rnd": Random(seed=3)}, progress=False)
     assert {f"{m}@10_cold" for m in BENCH_METRICS} <= set(df.columns)
     assert df.loc["pop", "ndcg@10_cold"] <= 1.0 and df.loc["rnd", "hit@10_cold"] > 0
+
+
+def test_a_huge_k_costs_no_memory_and_equals_the_whole_catalogue():
+    "k beyond the catalogue is the whole catalogue: k=10**9 under a 3 GB address-space limit gives the values of k=n_items."
+    import subprocess, sys, json as js
+    code = ("import resource, json; resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))\n"
+            "from transferrec.data import synthetic, split\nfrom transferrec.baselines import Pop\n"
+            "from transferrec.metrics import evaluate, METRICS\n"
+            "s = split(synthetic(seed=0), 'random', seed=0)\n"
+            "print(json.dumps(evaluate(Pop().fit(s), s, k=[s.n_items, 10**9], metrics=list(METRICS))))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = js.loads(r.stdout.strip().splitlines()[-1])
+    n = max(int(k.split('@')[1]) for k in out if '@' in k and not k.endswith('@1000000000'))
+    for m in ('ndcg', 'recall', 'mrr', 'hit', 'map'):
+        assert out[f'{m}@1000000000'] == pytest.approx(out[f'{m}@{n}'], abs=1e-12), m

@@ -53,7 +53,8 @@ def hit_metrics(hits: np.ndarray, # (n_users, >=1) bool: is the item at each ran
         elif m == "hit": out[m] = (n_hits > 0).astype(np.float64)
         elif m == "mrr": out[m] = np.where(n_hits > 0, 1.0 / (h.argmax(1) + 1), 0.0)
         elif m == "ndcg":
-            disc = 1.0 / np.log2(np.arange(2, k + 2))
+            length = int(min(k, max(h.shape[1], ideal.max(initial=0))))   # never more than the ranks that exist: k may be huge
+            disc = 1.0 / np.log2(np.arange(2, length + 2))
             idcg = np.concatenate([[0.0], np.cumsum(disc)])[ideal.astype(np.int64)]
             out[m] = (h @ disc[:h.shape[1]]) / idcg
         elif m == "map":
