@@ -215,3 +215,14 @@ def test_bad_option_values_are_refused_by_the_api_as_by_the_command_line():
                              ({'retriever': {'strategy': 'two-tower', 'lr': float('nan')}}, 'lr must be a positive number')]:
         strategy = 'cross-encoder' if 'retriever' in options else 'sequential'
         with pytest.raises(DataError, match=message): Recommender(strategy, **options)
+
+
+def test_wrong_argument_types_get_the_package_error():
+    "recommend(history=5), text=5, exclude=7, ids that cannot be ids, benchmark(models=None): DataError naming the type."
+    from transferrec.benchmark import benchmark
+    s = split(synthetic(n_users=40, n_items=30, interactions_per_user=8, seed=1), 'loo')
+    rec = Recommender('sequential', item_repr='id', epochs=1, dim=8, progress=False).fit(s)
+    for kw, message in [(dict(history=5), 'history must be a list of item ids'), (dict(text=5), 'text must be a string'),
+                        (dict(user_id=1, exclude=7), 'exclude must be a list'), (dict(history=['x']), "unknown item id")]:
+        with pytest.raises(DataError, match=message): rec.recommend(**kw)
+    with pytest.raises(DataError, match='models must be names'): benchmark(s, models=None, progress=False)

@@ -51,6 +51,9 @@ BENCH_METRICS = ("ndcg", "recall", "mrr", "hit", "precision")
 def _model_list(models, seed, progress=True):
     "`(name, model)` pairs from names, a comma-separated string, instances, classes or a {name: model} dict."
     if isinstance(models, str): models = [m.strip() for m in models.split(",") if m.strip()]
+    if not isinstance(models, (list, tuple, dict)):
+        raise DataError(f"models must be names (\"pop,ease\" or a list), model instances or a {{name: model}} dict, got "
+                        f"{type(models).__name__}; e.g. models=\"pop,ease\"")
     items = list(models.items()) if isinstance(models, dict) else \
             [(m, m) if isinstance(m, str) else (getattr(m, "__name__", type(m).__name__).lower(), m) for m in models]
     out = []

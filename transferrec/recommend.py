@@ -102,7 +102,8 @@ def predict(self: Recommender, frame: pd.DataFrame # rows with user_idx and item
 def _item_rows(rec, ids) -> np.ndarray:
     "Item indices of catalogue ids; `DataError` naming unknown ones."
     ids = np.atleast_1d(np.asarray(ids))
-    pos = rec.item_index.get_indexer(pd.Index(ids).astype(rec.item_index.dtype, copy=False)) if len(ids) else np.zeros(0, int)
+    try: pos = rec.item_index.get_indexer(pd.Index(ids).astype(rec.item_index.dtype, copy=False)) if len(ids) else np.zeros(0, int)
+    except (ValueError, TypeError, OverflowError): pos = np.full(len(ids), -1)   # '042x' for integer ids: unknown as well
     if (pos < 0).any():
         raise DataError(f"unknown item id(s) {ids[pos < 0][:5].tolist()}: not in the catalogue of {len(rec.item_index)} items; "
                         "use ids from the item table, or add new items with add_items()")
@@ -202,8 +203,12 @@ def recommend(self: Recommender,
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
     if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
+    for name, value in (('history', history), ('exclude', exclude)):
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray, pd.Series, pd.Index))):
+            raise DataError(f"{name} must be a list of item ids, got {type(value).__name__} {value!r:.40}; e.g. {name}=[50, 181]")
     if text is not None:
-        if not isinstance(text, str) or not text.strip(): raise DataError("the text is empty; describe what the user likes")
+        if not isinstance(text, str): raise DataError(f"text must be a string describing the user, got {type(text).__name__}")
+        if not text.strip(): raise DataError("the text is empty; describe what the user likes")
         skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
         scores, hist, index, states = _text_scores(self, text), np.zeros(0, np.int64), None, None
     else:
