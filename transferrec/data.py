@@ -83,7 +83,8 @@ class Dataset:
         _check_frame(items, 'item table', ('item_id',)); _check_frame(users, 'user table', ('user_id',))
         if items is None: items = pd.DataFrame({'item_id': interactions['item_id'].unique()})
         items = _unique_items(items)
-        missing = np.setdiff1d(interactions['item_id'].unique(), items['item_id'].to_numpy())
+        interacted = pd.Index(interactions['item_id'].unique())   # hashed: numpy's set operations on text ids are quadratic
+        missing = np.sort(np.asarray(interacted[~interacted.isin(items['item_id'])]))
         if len(missing):
             warnings.warn(f"{len(missing)} interacted item ids have no row in the item table (e.g. {list(missing[:3])}); "
                           "they get an empty text")
