@@ -90,11 +90,13 @@ readme: install
 lab: install
 	$(BIN)/jupyter lab --notebook-dir=nbs
 
-# speed and scale against sentence-transformers and FAISS (the `bench` extra): benchmarks/results.{json,md}
+# speed and scale against sentence-transformers and FAISS (the `bench` extra): benchmarks/results.{json,md}; then reading
+# a 2 GB Amazon file (formats.json), a 1 GB CSV with a bad line near its end (bad_csv.json) and the HTTP service (serve.json)
 bench: install
 	$(PY) -m pip install -q -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
 	nice -n 10 $(PY) benchmarks/formats.py
+	nice -n 10 $(PY) benchmarks/bad_csv.py
 	nice -n 10 $(PY) benchmarks/serve.py
 
 # the cross-encoder's validation quality with truncated histories vs the seed's 50 items in 512 tokens (about 40 minutes
