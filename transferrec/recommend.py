@@ -188,6 +188,17 @@ def _text_scores(rec, text: str) -> np.ndarray:
     while len(kept) > max(1, TEXT_CACHE_BYTES // max(scores.nbytes, 1)): kept.popitem(last=False)
     return scores
 
+def _check_request(user_id, history, text, k, exclude):
+    "A `DataError` naming what is wrong with a recommend request: who it is for, k, and the types of the ids and text."
+    if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
+    for name, value in (('history', history), ('exclude', exclude)):
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray, pd.Series, pd.Index))):
+            raise DataError(f"{name} must be a list of item ids, got {type(value).__name__} {value!r:.40}; e.g. {name}=[50, 181]")
+    if text is not None:
+        if not isinstance(text, str): raise DataError(f"text must be a string describing the user, got {type(text).__name__}")
+        if not text.strip(): raise DataError("the text is empty; describe what the user likes")
+
 @patch
 @torch.inference_mode()
 def recommend(self: Recommender,
@@ -201,14 +212,8 @@ def recommend(self: Recommender,
              ) -> pd.DataFrame:
     "Top-`k` items with title, score, the history items that drove them and why, in words."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
-    if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1: raise DataError(f"k must be a positive integer, got {k!r}")
-    for name, value in (('history', history), ('exclude', exclude)):
-        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, np.ndarray, pd.Series, pd.Index))):
-            raise DataError(f"{name} must be a list of item ids, got {type(value).__name__} {value!r:.40}; e.g. {name}=[50, 181]")
+    _check_request(user_id, history, text, k, exclude)
     if text is not None:
-        if not isinstance(text, str): raise DataError(f"text must be a string describing the user, got {type(text).__name__}")
-        if not text.strip(): raise DataError("the text is empty; describe what the user likes")
         skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
         scores, hist, index, states = _text_scores(self, text), np.zeros(0, np.int64), None, None
     else:
