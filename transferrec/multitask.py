@@ -16,7 +16,7 @@ from .core import (DataError, atomic_write, set_seed, torch_threads, score_users
 from .data import Split, split_fingerprint
 from .gd import lr_schedule
 from .metrics import rating_metrics, evaluate as evaluate_ranking
-from .sequential import ITEM_REPRESENTATIONS, MoEAdaptor, SequentialRecommender, item_vectors
+from .sequential import ITEM_REPRESENTATIONS, MoEAdaptor, SequentialRecommender, item_vectors, require_text
 
 # %% auto #0
 __all__ = ['TASKS', 'WEIGHTINGS', 'MultiTaskModel', 'task_losses', 'joint_loss', 'UncertaintyWeights', 'MultiTaskRecommender',
@@ -370,17 +370,11 @@ def item_matrix(self: MultiTaskRecommender) -> np.ndarray:
 
 # %% ../nbs/06c_multitask.ipynb #4516a24d
 @patch
-def _need_text(self: MultiTaskRecommender, what: str): # what the model was asked to do
-    "Refuse, with the fix, what only a model that reads text can do."
-    if 'text' not in self.config['item_repr']:
-        raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
-
-@patch
 @torch.inference_mode()
 def score_text(self: MultiTaskRecommender, text: str # a description of the user, e.g. "space adventures with robots"
               ) -> np.ndarray:
     "Ranking scores of every item for a user described only by text: [n_items]."
-    self._need_text("read a text description")
+    require_text(self.config['item_repr'], "read a text description")
     from transferrec.encoders import encode_texts
     vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
     with torch_threads(self.num_threads):
@@ -391,7 +385,7 @@ def score_text(self: MultiTaskRecommender, text: str # a description of the user
 def add_items(self: MultiTaskRecommender, items: pd.DataFrame # new rows of the item table (item_id, title, ...)
              ) -> MultiTaskRecommender:
     "Extend the catalogue with items scored from their text alone."
-    self._need_text("score items it has never seen")
+    require_text(self.config['item_repr'], "score items it has never seen")
     net, m = self.net, len(items)
     with torch.no_grad():
         net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])

@@ -18,7 +18,8 @@ from .baselines import EASE
 
 # %% auto #0
 __all__ = ['ITEM_REPRESENTATIONS', 'UNSEEN_ITEMS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows',
-           'TextTower', 'SequentialRecommender', 'plot_history', 'TextEASE', 'RatingModel', 'RatingRecommender']
+           'TextTower', 'SequentialRecommender', 'require_text', 'plot_history', 'TextEASE', 'RatingModel',
+           'RatingRecommender']
 
 # %% ../nbs/06_sequential.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -402,10 +403,11 @@ def _train_and_validate(self: SequentialRecommender, epoch, windows, catalogue, 
     if asked.requested: _stop(asked, None, self, split, opt, gen, stop, loop, tower, f" after epoch {epoch + 1}", checkpoint)
 
 # %% ../nbs/06_sequential.ipynb #c2e5f0a8
-@patch
-def _need_text(self: SequentialRecommender, what: str): # what the model was asked to do
+def require_text(item_repr: str, # how the model represents items: "text", "id" or "text+id"
+                 what: str, # what the model was asked to do
+                ):
     "Refuse, with the fix, what only a model that reads text can do."
-    if 'text' not in self.config['item_repr']:
+    if 'text' not in item_repr:
         raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
 
 @patch
@@ -413,7 +415,7 @@ def _need_text(self: SequentialRecommender, what: str): # what the model was ask
 def score_text(self: SequentialRecommender, text: str # a description of the user, e.g. "space adventures with robots"
               ) -> np.ndarray:
     "Scores of every item for a user described only by text, read as a one-item history: [n_items]."
-    self._need_text("read a text description")
+    require_text(self.config['item_repr'], "read a text description")
     from transferrec.encoders import encode_texts
     vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
     with torch_threads(self.num_threads):
@@ -426,7 +428,7 @@ def score_text(self: SequentialRecommender, text: str # a description of the use
 def add_items(self: SequentialRecommender, items: pd.DataFrame # new rows of the item table (item_id, title, ...)
              ) -> SequentialRecommender:
     "Extend the catalogue with items scored from their text alone (a text+id model gives them a zero ID vector)."
-    self._need_text("score items it has never seen")
+    require_text(self.config['item_repr'], "score items it has never seen")
     net = self.net
     net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])
     if 'id' in net.item_repr:
