@@ -9,11 +9,11 @@ file's size (what the rows before the bad line take once read, not copies of the
     python benchmarks/bad_csv.py                 # the 1 GB file of the target (needs about 1 GB of free disk)
     python benchmarks/bad_csv.py --size-mb 100   # a quick check
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import os
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import numpy as np
-from transferrec.core import atomic_write, machine_info
+from harness import file_parser, measure_generated_file, write_record
 
 GROWTH = 3  # peak memory may grow by at most this many times the file's size
 
@@ -45,26 +45,16 @@ print(json.dumps({'seconds': round(time.perf_counter() - t0, 2), 'rss_after_impo
 '''
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size-mb', type=float, default=1024, help='size of the generated CSV (default 1024: the target)')
-    p.add_argument('--out', default=str(Path(__file__).with_name('bad_csv.json')), help='where to write the result')
-    p.add_argument('--tmp', default=None, help='folder for the generated file (default: the system temporary folder)')
-    a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(dir=a.tmp) as d:
-        path = Path(d)/'ratings.csv'
-        t0 = time.perf_counter(); bad_line = write_csv(path, a.size_mb)
-        gen_s, file_mb = time.perf_counter() - t0, path.stat().st_size / 2**20
-        print(f"wrote {file_mb:,.0f} MB, malformed line {bad_line:,}, in {gen_s:.0f} s; loading it in a child process ...", flush=True)
-        r = subprocess.run([sys.executable, '-c', CHILD, str(path)], capture_output=True, text=True)
-        if r.returncode: sys.exit(f"loading failed:\n{r.stderr[-3000:]}")
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+    a = file_parser(__doc__, 1024, 'bad_csv.json').parse_args(argv)
+    res, facts = measure_generated_file(write_csv, 'ratings.csv', CHILD, a.size_mb, a.tmp)
+    file_mb, bad_line = facts['file_mb'], facts['made']
     growth = res['peak_mb'] - res['rss_after_import_mb']
     named = bool(res['error']) and f'line {bad_line}' in res['error']
-    res.update(file_mb=round(file_mb, 1), bad_line=bad_line, generate_seconds=round(gen_s, 1), growth_mb=round(growth, 1),
+    res.update(file_mb=file_mb, bad_line=bad_line, generate_seconds=facts['generate_seconds'], growth_mb=round(growth, 1),
                growth_per_file_mb=round(growth / file_mb, 2), line_named=named,
                target=f'the error names the line; memory grows by < {GROWTH}x the file' + ('' if file_mb >= 1000 else ' (a smaller file than the 1 GB target)'),
-               met=named and growth < GROWTH * file_mb, date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), machine=machine_info())
-    with atomic_write(a.out, 'w') as f: f.write(json.dumps(res, indent=1) + '\n')
+               met=named and growth < GROWTH * file_mb)
+    write_record(a.out, res)
     print(f"{'named' if named else 'DID NOT NAME'} line {bad_line:,} after {res['seconds']:.1f} s; peak memory {res['peak_mb']:,.0f} MB "
           f"({growth:,.0f} MB over the {res['rss_after_import_mb']:,.0f} MB after imports, {growth / file_mb:.2f}x the file) -> {a.out}")
     print(res['error'])

@@ -8,11 +8,11 @@ benchmarks/formats.json. The target: a 2 GB file peaks below 4 GB of memory.
     python benchmarks/formats.py                 # the 2 GB file of the target (needs about 2 GB of free disk)
     python benchmarks/formats.py --size-mb 100   # a quick check
 """
-import argparse, json, os, subprocess, sys, tempfile, time
+import os
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import numpy as np
-from transferrec.core import atomic_write, machine_info
+from harness import file_parser, measure_generated_file, write_record
 
 TARGET_MB = 4096  # peak memory allowed for a 2 GB file
 WORDS = ('great fit quality price arrived quickly works well would buy again broken after week love this color size '
@@ -53,25 +53,14 @@ print(json.dumps({'seconds': round(seconds, 2), 'peak_mb': round(resource.getrus
 '''
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--size-mb', type=float, default=2048, help='size of the generated reviews file (default 2048: the target)')
-    p.add_argument('--out', default=str(Path(__file__).with_name('formats.json')), help='where to write the result')
-    p.add_argument('--tmp', default=None, help='folder for the generated file (default: the system temporary folder)')
-    a = p.parse_args(argv)
-    with tempfile.TemporaryDirectory(dir=a.tmp) as d:
-        path = Path(d)/'Synthetic_5.json'
-        t0 = time.perf_counter(); lines = write_reviews(path, a.size_mb)
-        gen_s, file_mb = time.perf_counter() - t0, path.stat().st_size / 2**20
-        print(f"wrote {file_mb:,.0f} MB ({lines:,} lines) in {gen_s:.0f} s; reading it in a child process ...", flush=True)
-        r = subprocess.run([sys.executable, '-c', CHILD, str(path)], capture_output=True, text=True)
-        if r.returncode: sys.exit(f"reading failed:\n{r.stderr[-3000:]}")
-        res = json.loads(r.stdout.strip().splitlines()[-1])
-    res.update(file_mb=round(file_mb, 1), lines=lines, generate_seconds=round(gen_s, 1),
+    a = file_parser(__doc__, 2048, 'formats.json').parse_args(argv)
+    res, facts = measure_generated_file(write_reviews, 'Synthetic_5.json', CHILD, a.size_mb, a.tmp)
+    file_mb = facts['file_mb']
+    res.update(file_mb=file_mb, lines=facts['made'], generate_seconds=facts['generate_seconds'],
                mb_per_second=round(file_mb / res['seconds'], 1), target_peak_mb=TARGET_MB,
                target='2 GB file peaks below 4 GB' + ('' if file_mb >= 2000 else ' (not measured here: a smaller file)'),
-               met=(res['peak_mb'] < TARGET_MB) if file_mb >= 2000 else None,
-               date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), machine=machine_info())
-    with atomic_write(a.out, 'w') as f: f.write(json.dumps(res, indent=1) + '\n')
+               met=(res['peak_mb'] < TARGET_MB) if file_mb >= 2000 else None)
+    write_record(a.out, res)
     print(f"read {res['interactions']:,} interactions in {res['seconds']:.1f} s ({res['mb_per_second']} MB/s), "
           f"peak memory {res['peak_mb']:,.0f} MB (resident after imports {res['rss_after_import_mb']:,.0f} MB) -> {a.out}")
 

@@ -1,11 +1,11 @@
 """The timing harness of `benchmarks/speed.py`: the sections it knows and their targets, timing helpers, the machine record,
 running a section (or a measurement in a fresh child process) and writing results.json."""
-import contextlib, gc, json, os, platform, resource, subprocess, sys, time, traceback
+import argparse, contextlib, gc, json, os, platform, resource, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 os.environ.setdefault('HF_HUB_OFFLINE', '1'); os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')
 import numpy as np, torch
-from transferrec.core import machine_info
+from transferrec.core import atomic_write, machine_info
 
 SECTIONS = ('encoding', 'finetune', 'serving', 'catalogue', 'data', 'distributed')   # what `make bench` runs
 ON_REQUEST = ('truncation',)                                                      # run only when named with --only
@@ -51,12 +51,37 @@ def machine_record() -> dict:
         with contextlib.suppress(ImportError): m['versions'][name] = __import__(name).__version__
     return m
 
-def run_child(code: str, *args, timeout: float) -> dict:
+def run_child(code: str, *args, timeout: float|None) -> dict:
     "Run Python `code` with `args` in a fresh process (its own imports and peak memory); the JSON object it printed last."
     r = subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True, text=True, timeout=timeout,
                        env={**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())})
     if r.returncode != 0: raise RuntimeError(r.stderr[-2000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
+
+def file_parser(doc: str, size_mb: float, record: str) -> argparse.ArgumentParser:
+    "The options of a benchmark that generates a big file and reads it: its size, the record it writes, where the file goes."
+    p = argparse.ArgumentParser(description=doc.split('\n')[0])
+    p.add_argument('--size-mb', type=float, default=size_mb, help=f'size of the generated file (default {size_mb:g}: the target)')
+    p.add_argument('--out', default=str(Path(__file__).with_name(record)), help='where to write the result')
+    p.add_argument('--tmp', default=None, help='folder for the generated file (default: the system temporary folder)')
+    return p
+
+def measure_generated_file(write, # write(path, size_mb) writes the file and returns a fact about it (a line number, a count)
+                           name: str, # the file's name (its suffix may tell the reader the format)
+                           child: str, # Python code that reads sys.argv[1] and prints one JSON object last
+                           size_mb: float, tmp: str|None=None) -> tuple[dict, dict]:
+    "Generate a file in a temporary folder and run `child` on it in a fresh process: the child's JSON, and the file's facts."
+    with tempfile.TemporaryDirectory(dir=tmp) as d:
+        path = Path(d)/name
+        t0 = time.perf_counter(); made = write(path, size_mb)
+        facts = dict(file_mb=round(path.stat().st_size / 2**20, 1), made=made, generate_seconds=round(time.perf_counter() - t0, 1))
+        print(f"wrote {facts['file_mb']:,.0f} MB in {facts['generate_seconds']:.0f} s; reading it in a child process ...", flush=True)
+        return run_child(child, path, timeout=None), facts
+
+def write_record(out: str|Path, res: dict):
+    "Write a benchmark's result as JSON, atomically, with the date and the machine."
+    res.update(date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), machine=machine_info())
+    with atomic_write(out, 'w') as f: f.write(json.dumps(res, indent=1) + '\n')
 
 def run_section(name: str, bench, a, cpu: str) -> dict:
     "`bench(a)`'s results (or its error) with when it started, how long it took, on which CPU and under which load."
