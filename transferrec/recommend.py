@@ -199,6 +199,38 @@ def _check_request(user_id, history, text, k, exclude):
         if not isinstance(text, str): raise DataError(f"text must be a string describing the user, got {type(text).__name__}")
         if not text.strip(): raise DataError("the text is empty; describe what the user likes")
 
+def _ranked(rec, user_id, history, text, k: int, exclude_seen: bool, exclude, explain: bool) -> tuple:
+    "The top items of a request, their scores, the history, and the states the reasons reuse (or None)."
+    if text is not None:
+        skip = _item_rows(rec, exclude) if exclude is not None and len(exclude) else None
+        hist = np.zeros(0, np.int64)
+        return (*_top_scores(_text_scores(rec, text), hist, k, exclude_seen, skip), hist, None)
+    if history is not None and len(history) == 0:
+        raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
+    hist = _user_history(rec, user_id) if user_id is not None else _item_rows(rec, history)
+    skip = _item_rows(rec, exclude) if exclude is not None and len(exclude) else None
+    index = _serving_index(rec)
+    if index is not None:
+        leave_out = hist if exclude_seen else None
+        if skip is not None: leave_out = skip if leave_out is None else np.union1d(leave_out, skip)
+        return (*top_items(index, rec.model, hist, k, exclude=leave_out), hist, None)
+    if explain: scores, states = _history_scores(rec, hist)   # the pass that finds the reasons scores the catalogue too
+    else: scores, states = rec.model.score_histories([hist])[0], None
+    return (*_top_scores(scores, hist, k, exclude_seen, skip), hist, states)
+
+def _result_frame(rec, top: np.ndarray, top_scores: np.ndarray, hist: np.ndarray, states, explain: bool) -> pd.DataFrame:
+    "The answer of `recommend`: ids, titles and scores, with `because` and `why` when asked to explain."
+    ids, titles = _catalogue(rec)
+    columns = {'item_id': ids[top], 'title': titles[top] if titles is not None else [None] * len(top), 'score': top_scores}
+    if explain and len(hist):
+        because, why = _explain(rec, hist, top, top_scores, states)
+        columns['because'] = np.empty(len(top), object)
+        for j, b in enumerate(because): columns['because'][j] = b          # lists of ids, one per row
+        columns['why'] = why
+    elif explain: columns['why'] = ['close to the text you gave'] * len(top)
+    return pd.DataFrame(columns)
+
+# %% ../nbs/08_recommend.ipynb #a2dffb32
 @patch
 @torch.inference_mode()
 def recommend(self: Recommender,
@@ -213,33 +245,9 @@ def recommend(self: Recommender,
     "Top-`k` items with title, score, the history items that drove them and why, in words."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
     _check_request(user_id, history, text, k, exclude)
-    if text is not None:
-        skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
-        scores, hist, index, states = _text_scores(self, text), np.zeros(0, np.int64), None, None
-    else:
-        if history is not None and len(history) == 0:
-            raise DataError("the history is empty; pass at least one item id, or describe the user with text=")
-        hist = _user_history(self, user_id) if user_id is not None else _item_rows(self, history)
-        skip = _item_rows(self, exclude) if exclude is not None and len(exclude) else None
-        index, states = _serving_index(self), None
-        if index is not None: scores = None
-        elif explain: scores, states = _history_scores(self, hist)   # the pass that finds the reasons scores the catalogue too
-        else: scores = self.model.score_histories([hist])[0]
-    if index is not None:
-        leave_out = hist if exclude_seen else None
-        if skip is not None: leave_out = skip if leave_out is None else np.union1d(leave_out, skip)
-        top, top_scores = top_items(index, self.model, hist, k, exclude=leave_out)
-    else: top, top_scores = _top_scores(scores, hist, k, exclude_seen, skip)
+    top, top_scores, hist, states = _ranked(self, user_id, history, text, k, exclude_seen, exclude, explain)
     if not np.isfinite(top_scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
-    ids, titles = _catalogue(self)
-    columns = {'item_id': ids[top], 'title': titles[top] if titles is not None else [None] * len(top), 'score': top_scores}
-    if explain and len(hist):
-        because, columns['why'] = _explain(self, hist, top, top_scores, states)
-        columns['because'] = np.empty(len(top), object)
-        for j, b in enumerate(because): columns['because'][j] = b          # lists of ids, one per row
-        columns['why'] = columns.pop('why')
-    elif explain: columns['why'] = ['close to the text you gave'] * len(top)
-    return pd.DataFrame(columns)
+    return _result_frame(self, top, top_scores, hist, states, explain)
 
 # %% ../nbs/08_recommend.ipynb #6a0c4f3e
 REASON_WINDOW = 12     # the most recent history items tried one by one as reasons; the earlier ones form one block
