@@ -120,7 +120,7 @@ def test_bad_calls(rec, data):
     with pytest.raises(DataError, match='positive integer'): rec.recommend(user_id=uid, k=0)
     with pytest.raises(DataError, match='exactly one'): rec.recommend(user_id=uid, text='x')
     with pytest.raises(DataError, match='unknown strategy'): Recommender('magic')
-    with pytest.raises(DataError, match='unknown item representation'): Recommender('sequential', item_repr='image')
+    with pytest.raises(DataError, match='unknown item representation'): Recommender('sequential', item_repr='picture')
     assert len(rec.recommend(user_id=uid, k=10_000)) == data.n_items - len(rec.histories[0])
 
 def test_seeded_training_is_reproducible(data):

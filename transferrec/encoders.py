@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 from fastcore.basics import patch
 from .core import DataError, atomic_dir
 
 # %% auto #0
-__all__ = ['POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'sentence_transformer_config', 'load_encoder', 'pool',
-           'tokenizer_fingerprint', 'encoder_identity', 'shard_checksum', 'VectorCache', 'encode_texts',
-           'export_encoder']
+__all__ = ['POOLINGS', 'IMAGE_POOLINGS', 'default_encoder_path', 'cache_home', 'Encoder', 'sentence_transformer_config',
+           'modality', 'load_encoder', 'pool', 'tokenizer_fingerprint', 'encoder_identity', 'shard_checksum',
+           'VectorCache', 'projected_features', 'encode_texts', 'export_encoder']
 
 # %% ../nbs/05_encoders.ipynb #8265ec2b
 POOLINGS = ('mean', 'cls', 'last', 'max')
@@ -87,6 +87,8 @@ class Encoder:
     quantized: bool = False # Linear layers in int8 (dynamic quantization)
     normalize: bool = False # the model folder asks for unit-length vectors (a sentence-transformers Normalize module)
     max_seq_length: int|None = None # the truncation length the model folder asks for (sentence-transformers)
+    processor: object = None # the image processor of a model that reads pictures (None for text-only models)
+    modality: str = 'text' # "text", "image" (ViT, ResNet, a CLIP vision tower) or "text+image" (CLIP: both, in one space)
 
     @property
     def fingerprint(self) -> str:
@@ -109,8 +111,8 @@ class Encoder:
         n = sum(p.numel() for p in self.model.parameters())
         name = Path(self.name).name if os.path.isabs(self.name) else self.name
         return (f"Encoder({name!r}, {type(self.model).__name__}, pooling={self.pooling!r}, dim={self.dim}, "
-                f"max_length={self.max_length}, pretrained={self.pretrained}{', int8' if self.quantized else ''}, "
-                f"params={n/1e6:.1f}M)")
+                f"max_length={self.max_length}, pretrained={self.pretrained}{', int8' if self.quantized else ''}"
+                f"{'' if self.modality == 'text' else f', modality={self.modality!r}'}, params={n/1e6:.1f}M)")
 
 # %% ../nbs/05_encoders.ipynb #b65fd472
 _HOW = ("pass the path of a local model folder instead, e.g. load_encoder('/path/to/model'); to make one where you are "
@@ -160,7 +162,7 @@ def _load(what: str, value: str, local: bool, fn):
             raise DataError(f"could not load the encoder '{value}': it is not a local folder and the Hugging Face hub "
                             f"has no copy in the local cache or cannot be reached ({reason}); " + _HOW) from e
         raise DataError(f"could not load the {what} from encoder folder '{value}' ({reason}); the folder must hold "
-                        "config.json, the weights and the tokenizer files, as written by save_pretrained"
+                        "config.json, the weights and the tokenizer (or image processor) files, as written by save_pretrained"
                         + (", or pass pretrained=False to build random weights from its config" if what == 'weights' else '')) from e
 
 # %% ../nbs/05_encoders.ipynb #c479bcf9
@@ -207,24 +209,32 @@ def sentence_transformer_config(folder: str|Path, # a model folder
     if prompt: warnings.warn(f"{folder} asks for the default prompt {prompt!r}, which transferrec does not add; put it in the item text template")
     return out
 
-# %% ../nbs/05_encoders.ipynb #7736dd63
-def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name or folder; None: the bundled all-MiniLM-L6-v2
-                 pretrained: bool=True, # False: the same architecture with random weights (the ablation)
-                 pooling: str|None=None, # "mean", "cls", "last" or "max"; None: the folder's Pooling module, else
-                                         # "last" for decoders and "mean" otherwise
-                 seed: int=0, # seeds the random weights when pretrained=False
-                 device: str|torch.device|None=None, # where to run; None: cuda when available (cpu when quantizing)
-                 quantize: bool=False, # int8 dynamic quantization of the Linear layers (CPU only)
-                ) -> Encoder:
-    "Load a pretrained text encoder (or its randomly initialised twin) by name or path."
-    if pooling is not None and pooling not in POOLINGS:
-        raise DataError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    src, local = _resolve(name_or_path)
-    shown = str(name_or_path) if name_or_path is not None else src
-    st = sentence_transformer_config(src) if local else None
-    if st: src = str(st['model_path'].resolve())
-    config = _load('config', shown, local, lambda: AutoConfig.from_pretrained(src))
-    tokenizer = _load('tokenizer', shown, local, lambda: AutoTokenizer.from_pretrained(src))
+# %% ../nbs/05_encoders.ipynb #2c2c995e
+IMAGE_POOLINGS = ('cls', 'mean', 'pooler')  # the first patch token, the mean over patches (or a feature map's cells), the model's own pooler
+
+def modality(config) -> str: # a Hugging Face model configuration
+    "What a model reads: \"text\", \"image\" (a vision model) or \"text+image\" (a CLIP-style model, both towers in one space)."
+    if getattr(config, 'text_config', None) is not None and getattr(config, 'vision_config', None) is not None: return 'text+image'
+    if getattr(config, 'vocab_size', None) is None and getattr(config, 'num_channels', None) is not None: return 'image'
+    return 'text'
+
+def _checked_pooling(pooling: str|None, kind: str) -> str|None:
+    "The pooling asked for, refused with the fix when this kind of model cannot pool that way."
+    allowed = {'text': POOLINGS, 'image': IMAGE_POOLINGS, 'text+image': ('projection',)}[kind]
+    if pooling is not None and pooling not in allowed:
+        raise DataError(f"a {kind} model pools with one of {allowed}, got pooling={pooling!r}; pass one of those or pooling=None "
+                        "(the model's own rule)")
+    return pooling
+
+def _default_pooling(config, kind: str, decoder: bool) -> str:
+    "CLIP: its projections; conv nets and CLIP vision towers: their pooler; ViT: the first token; decoders: the last token."
+    if kind == 'text+image': return 'projection'
+    if kind == 'image': return 'pooler' if getattr(config, 'hidden_sizes', None) or 'clip' in config.model_type else 'cls'
+    return 'last' if decoder else 'mean'
+
+# %% ../nbs/05_encoders.ipynb #7f97b549
+def _network(src: str, shown: str, local: bool, config, pretrained: bool, seed: int) -> torch.nn.Module:
+    "The network: pretrained weights, or the architecture with seeded random weights; an encoder-decoder's encoder."
     with _quiet_hf():
         if pretrained: model = _load('weights', shown, local, lambda: AutoModel.from_pretrained(src))
         else:
@@ -232,31 +242,79 @@ def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name o
                 torch.manual_seed(seed)
                 model = _load('architecture', shown, local, lambda: AutoModel.from_config(config))
     if getattr(config, 'is_encoder_decoder', False) and hasattr(model, 'get_encoder'): model = model.get_encoder()
-    decoder = _is_decoder(config)
-    if tokenizer.pad_token is None:  # GPT-2 style: no padding token; padded positions are masked anyway
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
-    tokenizer.padding_side = 'right'
-    dim = next((getattr(config, a) for a in ('hidden_size', 'd_model', 'n_embd', 'dim') if getattr(config, a, None)), None)
-    limits = [getattr(config, a) for a in ('max_position_embeddings', 'n_positions') if getattr(config, a, None)]
-    if 0 < getattr(tokenizer, 'model_max_length', 0) < 1_000_000: limits.append(tokenizer.model_max_length)
+    if modality(config) == 'text+image' and not all(hasattr(model, f) for f in ('get_text_features', 'get_image_features')):
+        raise DataError(f"'{shown}' has a text and a vision part but is not a CLIP-style model ({type(model).__name__} has no "
+                        "get_text_features/get_image_features); load a CLIP or SigLIP model, or its vision tower alone")
+    return model
+
+def _inputs(src: str, shown: str, local: bool, kind: str) -> tuple:
+    "The tokenizer (text and CLIP models; right padding) and the image processor (vision and CLIP models)."
+    tokenizer = processor = None
+    if kind != 'image':
+        tokenizer = _load('tokenizer', shown, local, lambda: AutoTokenizer.from_pretrained(src))
+        if tokenizer.pad_token is None:  # GPT-2 style: no padding token; padded positions are masked anyway
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token or tokenizer.bos_token
+        tokenizer.padding_side = 'right'
+    if kind != 'text':
+        processor = _load('image processor', shown, local, lambda: AutoImageProcessor.from_pretrained(src, backend='pil'))
+    return tokenizer, processor
+
+# %% ../nbs/05_encoders.ipynb #9e46a158
+def _placed(model: torch.nn.Module, device, quantize: bool) -> torch.nn.Module:
+    "The model in eval mode on its device (None: cuda when available, cpu when quantizing), optionally int8."
     if device is None: device = 'cuda' if torch.cuda.is_available() and not quantize else 'cpu'
     model = model.to(device).eval()
-    if quantize:
-        if torch.device(device).type != 'cpu':
-            raise DataError(f"quantize=True runs on the CPU only, got device={device!r}; pass device='cpu'")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')
-                from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
-                model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-        except (ImportError, AttributeError, RuntimeError) as e:
-            raise DataError(f"this torch {torch.__version__} cannot quantize dynamically ({e}); pass quantize=False") from e
-    st = st or {}
-    enc = Encoder(model=model, tokenizer=tokenizer, pooling=pooling or st.get('pooling') or ('last' if decoder else 'mean'),
-                  name=src, dim=int(dim) if dim else 0, max_length=int(min(limits)) if limits else 512, pretrained=pretrained,
-                  decoder=decoder, quantized=quantize, normalize=st.get('normalize', False), max_seq_length=st.get('max_seq_length'))
-    if not enc.dim:  # unusual config: measure the width
+    if not quantize: return model
+    if torch.device(device).type != 'cpu':
+        raise DataError(f"quantize=True runs on the CPU only, got device={device!r}; pass device='cpu'")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            from torch.ao.quantization import quantize_dynamic, per_channel_dynamic_qconfig
+            return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    except (ImportError, AttributeError, RuntimeError) as e:
+        raise DataError(f"this torch {torch.__version__} cannot quantize dynamically ({e}); pass quantize=False") from e
+
+def _geometry(config, tokenizer, kind: str) -> tuple[int, int]:
+    "The width of the output vectors (0: unknown) and the longest text in tokens (0 for a model that reads no text)."
+    cfg = config.text_config if kind == 'text+image' else config
+    dim = getattr(config, 'projection_dim', None) if kind == 'text+image' else None
+    dim = dim or next((getattr(cfg, a) for a in ('hidden_size', 'd_model', 'n_embd', 'dim') if getattr(cfg, a, None)), None)
+    if not dim and kind == 'image': dim = (getattr(config, 'hidden_sizes', None) or [0])[-1]  # a conv net: its last stage
+    if kind == 'image': return int(dim or 0), 0
+    limits = [getattr(cfg, a) for a in ('max_position_embeddings', 'n_positions') if getattr(cfg, a, None)]
+    if 0 < getattr(tokenizer, 'model_max_length', 0) < 1_000_000: limits.append(tokenizer.model_max_length)
+    return int(dim or 0), int(min(limits)) if limits else 512
+
+# %% ../nbs/05_encoders.ipynb #59563265
+def load_encoder(name_or_path: str|Path|None=None, # a Hugging Face model name or folder; None: the bundled all-MiniLM-L6-v2
+                 pretrained: bool=True, # False: the same architecture with random weights (the ablation)
+                 pooling: str|None=None, # text: "mean", "cls", "last" or "max"; images: "cls", "mean" or "pooler"; None: the
+                                         # folder's Pooling module, else "last" for decoders, "mean" for text, see `_default_pooling`
+                 seed: int=0, # seeds the random weights when pretrained=False
+                 device: str|torch.device|None=None, # where to run; None: cuda when available (cpu when quantizing)
+                 quantize: bool=False, # int8 dynamic quantization of the Linear layers (CPU only)
+                ) -> Encoder:
+    "Load a pretrained encoder of texts, pictures or both (CLIP), or its randomly initialised twin, by name or path."
+    if pooling is not None and pooling not in POOLINGS + IMAGE_POOLINGS + ('projection',):
+        raise DataError(f"pooling must be one of {POOLINGS} (text) or {IMAGE_POOLINGS} (images), got {pooling!r}")
+    src, local = _resolve(name_or_path)
+    shown = str(name_or_path) if name_or_path is not None else src
+    st = (sentence_transformer_config(src) if local else None) or {}
+    if st: src = str(st['model_path'].resolve())
+    config = _load('config', shown, local, lambda: AutoConfig.from_pretrained(src))
+    kind = modality(config)
+    pooling = _checked_pooling(pooling, kind)
+    tokenizer, processor = _inputs(src, shown, local, kind)
+    model = _placed(_network(src, shown, local, config, pretrained, seed), device, quantize)
+    decoder = kind == 'text' and _is_decoder(config)
+    dim, max_length = _geometry(config, tokenizer, kind)
+    enc = Encoder(model=model, tokenizer=tokenizer, pooling=pooling or st.get('pooling') or _default_pooling(config, kind, decoder),
+                  name=src, dim=dim, max_length=max_length, pretrained=pretrained, decoder=decoder, quantized=quantize,
+                  normalize=st.get('normalize', False), max_seq_length=st.get('max_seq_length'), processor=processor, modality=kind)
+    if not enc.dim and kind != 'image':  # unusual config: measure the width
         enc.dim = int(encode_texts(['a'], enc, cache_dir=False, progress=False).shape[1])
+    if not enc.dim: raise DataError(f"cannot tell the width of the vectors of '{shown}' from its config; pass a ViT, ResNet or CLIP folder")
     return enc
 
 # %% ../nbs/05_encoders.ipynb #bdb49af8
@@ -402,6 +460,10 @@ def _write(self: VectorCache, keys, vectors):
     _write_whole(self.folder/f"shard-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.npz", buf.getvalue())
 
 # %% ../nbs/05_encoders.ipynb #820bab8a
+def projected_features(out) -> torch.Tensor: # what a CLIP model's get_text_features / get_image_features returned
+    "CLIP's vectors in its shared space: a tensor (older transformers) or the `pooler_output` of the output (newer)."
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
 def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool) -> np.ndarray:
     "Encode token id lists: longest first, padded per batch on the right, results in the input order."
     out = np.empty((len(ids), enc.dim), dtype=np.float32)
@@ -421,9 +483,12 @@ def _forward(enc: Encoder, ids: list[list[int]], batch_size: int, progress: bool
                 for j, i in enumerate(rows):
                     input_ids[j, :len(ids[i])] = torch.tensor(ids[i]); mask[j, :len(ids[i])] = 1
                 input_ids, mask = input_ids.to(device), mask.to(device)
-                res = model(input_ids=input_ids, attention_mask=mask, **extra)
-                hidden = res.last_hidden_state if hasattr(res, 'last_hidden_state') else res[0]
-                out[rows] = pool(hidden.float(), mask, enc.pooling).cpu().numpy()
+                if enc.modality == 'text+image':  # CLIP: the text tower's vector, projected into the space shared with pictures
+                    out[rows] = projected_features(model.get_text_features(input_ids=input_ids, attention_mask=mask)).float().cpu().numpy()
+                else:
+                    res = model(input_ids=input_ids, attention_mask=mask, **extra)
+                    hidden = res.last_hidden_state if hasattr(res, 'last_hidden_state') else res[0]
+                    out[rows] = pool(hidden.float(), mask, enc.pooling).cpu().numpy()
                 bar.update(len(rows))
     finally: model.train(was_training)
     return out
@@ -478,6 +543,9 @@ def encode_texts(texts, # a list (or Series / array) of strings
                 ) -> np.ndarray:
     "Encode texts to a float32 array [len(texts), dim] in the input order, reusing cached vectors."
     enc = _as_encoder(model)
+    if enc.modality == 'image':
+        raise DataError(f"the encoder {Path(enc.name).name!r} reads pictures, not text: encode its images with "
+                        "transferrec.images.encode_images, or load a text model (or a CLIP model, which reads both)")
     texts = _checked_texts(texts, batch_size, max_length)
     max_length = int(min(max_length, enc.max_length))
     texts = [_SURROGATE.sub('\ufffd', t) for t in texts]  # lone surrogates (from broken decoding) cannot be tokenized
@@ -535,6 +603,8 @@ def export_encoder(enc: Encoder, # the encoder to write (for a Recommender, see 
                   ) -> Path:
     "Write an encoder as a sentence-transformers model folder whose vectors equal transferrec's."
     if enc.quantized: raise DataError("an int8-quantized encoder cannot be exported; export it before quantizing (quantize=False)")
+    if enc.modality != 'text': raise DataError(f"only text encoders export as sentence-transformers folders; save this {enc.modality} model "
+                                               "with enc.model.save_pretrained(DIR) and enc.processor.save_pretrained(DIR)")
     if enc.pooling not in _ST_FLAGS: raise DataError(f"pooling {enc.pooling!r} has no sentence-transformers equivalent; use one of {POOLINGS}")
     normalize = enc.normalize if normalize is None else bool(normalize)
     max_seq_length = int(min(max_seq_length or enc.max_seq_length or 64, enc.max_length))
