@@ -28,7 +28,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 extras = {'dev': dev_requirements}
-for extra in ('faiss', 'bench', 'docs', 'serve', 'zstd'):
+for extra in ('faiss', 'bench', 'docs', 'serve', 'zstd', 'scale'):
     if cfg.get(f'{extra}_requirements'): extras[extra] = shlex.split(cfg.get(f'{extra}_requirements'))
 
 package_data = dict()

@@ -314,3 +314,17 @@ def test_benchmark_names_its_seen_items_policy(tmp_path, capsys):
         assert js['seen'] == seen
         scores[seen] = js['results']['pop']['ndcg@10']
     assert scores['keep'] < scores['exclude']
+
+
+def test_benchmark_over_seeds_records_both_policies(capsys, tmp_path):
+    "--seeds: one fit per seed, measured with seen items excluded and kept, mean ± sd printed and every run recorded."
+    code, out, err = cli(capsys, 'benchmark', '--dataset', 'synthetic', '--protocol', 'loo', '--models', 'pop,ease',
+                         '--seeds', '0,1', '--json', tmp_path/'s.json')
+    assert code == 0 and '±' in out and 'keep' in out and 'exclude' in out
+    rec = json.loads((tmp_path/'s.json').read_text())
+    assert rec['seeds'] == [0, 1] and [r['seed'] for r in rec['runs']] == [0, 1]
+    for r in rec['runs']:
+        assert set(r['results']) == set(r['results_keep']) == {'pop', 'ease'}
+        assert r['results_keep']['ease']['ndcg@10'] < r['results']['ease']['ndcg@10']   # EASE ranks the history first under keep
+    bad = main(['benchmark', '--dataset', 'synthetic', '--models', 'pop', '--seeds', '0,x'])
+    assert bad == 2 and 'seeds must be integers' in capsys.readouterr().err

@@ -104,3 +104,23 @@ def test_top_items_and_unsupported_strategy(rec):
     r = Recommender('cross-encoder', retriever={'strategy': 'two-tower'}, progress=False)
     r.histories = []
     with pytest.raises(DataError, match='no item vectors'): r.build_index()
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_ivfpq_rescores_exactly_and_builds_from_shards(vecs):
+    items, q = vecs
+    truth = VectorIndex(items, kind='exact').search(q, 10)[1]
+    ix = VectorIndex(items, kind='ivfpq', nlist=30, nprobe=15, pq_m=12, k_factor=32, train_size=len(items))
+    s, i = ix.search(q, 10)
+    assert recall_at_k(i, truth) >= 0.9
+    np.testing.assert_allclose(s, np.take_along_axis(q @ items.T, i, 1), rtol=1e-5, atol=1e-5)   # exact scores
+    parts = np.array_split(items, 4)
+    sharded = VectorIndex.from_shards([lambda p=p: p for p in parts], items, len(items), kind='ivfpq', nlist=30, nprobe=15, pq_m=12, k_factor=32)
+    assert (sharded.search(q, 10)[1] == i).all()                  # same sample, same codes: the same answers
+    back = VectorIndex.from_bytes(sharded.to_bytes())
+    assert (back.search(q, 10)[1] == i).all() and back.kind == 'ivfpq'
+    assert VectorIndex(items, kind='ivfpq', nlist=30, pq_m=12, refine='none').memory_mb < ix.memory_mb / 4
+    with pytest.raises(DataError, match='does not divide'): VectorIndex(items, kind='ivfpq', pq_m=7)
+    with pytest.raises(DataError, match='refine must be'): VectorIndex(items, kind='ivfpq', pq_m=12, refine='sq3')
+    with pytest.raises(DataError, match='more than n_items'): VectorIndex.from_shards(parts, items, len(items) - 1, kind='exact')
+    exact = VectorIndex.from_shards(parts, items[:5], len(items), kind='exact')
+    assert (exact.search(q, 10)[1] == truth).all()

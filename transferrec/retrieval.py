@@ -14,7 +14,7 @@ from .metrics import topk
 __all__ = ['INDEX_KINDS', 'AUTO_THRESHOLD', 'faiss_available', 'VectorIndex', 'recall_at_k', 'supports_index', 'top_items']
 
 # %% ../nbs/07_retrieval.ipynb #fda640b9
-INDEX_KINDS = ('auto', 'exact', 'ivf', 'hnsw')
+INDEX_KINDS = ('auto', 'exact', 'ivf', 'hnsw', 'ivfpq')
 AUTO_THRESHOLD = 100_000  # catalogues this large get an approximate (FAISS) index under kind="auto"
 
 def faiss_available() -> bool:
@@ -57,6 +57,9 @@ class VectorIndex:
                  train_size: int|None=None, # IVF k-means sample; None: 40 x nlist
                  block: int=262_144, # exact search: items per matrix product
                  seed: int=0, # k-means sample seed
+                 pq_m: int|None=None, # ivfpq: sub-quantizers of 4 bits each; None: dim // 4
+                 k_factor: int=16, # ivfpq: candidates re-scored exactly, as a multiple of k
+                 refine: str='flat', # ivfpq: re-scoring store: "flat" (exact: the vectors in `dtype`), "sq8"/"sq6" (8/6-bit), "none"
                 ):
         if kind not in INDEX_KINDS: raise DataError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")
         if dtype not in ('float32', 'float16'): raise DataError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
@@ -69,8 +72,18 @@ class VectorIndex:
         else:
             faiss = _faiss()
             if kind == 'ivf': self._build_ivf(faiss, x, nlist, nprobe, train_size, seed)
+            elif kind == 'ivfpq':
+                self._build_ivfpq(faiss, _train_sample(x, self.nlist_for(nlist), train_size, seed), nlist, nprobe, pq_m, k_factor, refine)
+                self.index.add(x)
             else: self._build_hnsw(faiss, x, hnsw_m, ef_construction, ef_search)
         self.build_seconds = time.perf_counter() - t0
+
+    def nlist_for(self, nlist: int|None=None # as given; None: about sqrt(n_items) (ivf) or 4 sqrt(n_items) (ivfpq)
+                 ) -> int:
+        "The IVF cells of this index: `nlist` if given, else a size that keeps at least 39 training vectors per cell."
+        if nlist: return int(nlist)
+        root = math.sqrt(self.n_items) * (4 if self.kind == 'ivfpq' else 1)
+        return int(max(1, min(round(root), self.n_items // 39 or 1)))
 
     def _build_exact(self, x: np.ndarray # [n_items, dim] float32 item vectors
                     ):
@@ -147,19 +160,32 @@ def search(self: VectorIndex,
 def set_params(self: VectorIndex,
                nprobe: int|None=None, # IVF cells scanned per query
                ef_search: int|None=None, # HNSW search beam width
+               k_factor: int|None=None, # ivfpq: candidates re-scored exactly, as a multiple of k
               ) -> VectorIndex:
     "Trade recall for speed after building."
     if nprobe is not None and self.kind == 'ivf': self.nprobe = self.index.nprobe = int(nprobe)
+    if nprobe is not None and self.kind == 'ivfpq': self.nprobe = _faiss().extract_index_ivf(self.index).nprobe = int(nprobe)
+    if k_factor is not None and self.kind == 'ivfpq' and self.refine != 'none': self.k_factor = self.index.k_factor = int(k_factor)
     if ef_search is not None and self.kind == 'hnsw': self.ef_search = self.index.hnsw.efSearch = int(ef_search)
     return self
 
 @patch
 def __repr__(self: VectorIndex):
-    extra = {'ivf': lambda: f", nlist={self.nlist}, nprobe={self.nprobe}", 'hnsw': lambda: f", ef_search={self.ef_search}"}
+    extra = {'ivf': lambda: f", nlist={self.nlist}, nprobe={self.nprobe}", 'hnsw': lambda: f", ef_search={self.ef_search}",
+             'ivfpq': lambda: f", nlist={self.nlist}, PQ{self.pq_m}x4, nprobe={self.nprobe}, k_factor={self.k_factor}"}
     return (f"VectorIndex({self.kind}, {self.n_items:,} x {self.dim}, {self.dtype}{extra.get(self.kind, str)()}, "
             f"{self.memory_mb:.1f} MB, built in {self.build_seconds:.2f} s)")
 
 # %% ../nbs/07_retrieval.ipynb #08e5ff31
+def _train_sample(x: np.ndarray, # [n_items, dim] item vectors
+                  nlist: int, # IVF cells
+                  train_size: int|None, # rows to train on; None: 40 x nlist
+                  seed: int, # which rows
+                 ) -> np.ndarray:
+    "The k-means training rows: all of `x`, or a seeded sample of `train_size` rows in item order."
+    n = min(len(x), int(train_size or 40 * nlist))
+    return x if n == len(x) else x[np.sort(np.random.default_rng(seed).choice(len(x), n, replace=False))]
+
 @patch
 def _build_ivf(self: VectorIndex,
                faiss, # the faiss module
@@ -167,16 +193,14 @@ def _build_ivf(self: VectorIndex,
                nlist, nprobe, train_size, seed): # as given to `VectorIndex`
     "Train the IVF cells on a sample of `x`, then file every vector in its cell."
     ip = faiss.METRIC_INNER_PRODUCT
-    self.nlist = int(nlist or max(1, min(round(math.sqrt(self.n_items)), self.n_items // 39 or 1)))
+    self.nlist = self.nlist_for(nlist)
     quant = faiss.IndexFlatIP(self.dim)
     self.index = (faiss.IndexIVFScalarQuantizer(quant, self.dim, self.nlist, faiss.ScalarQuantizer.QT_fp16, ip)
                   if self.dtype == 'float16' else faiss.IndexIVFFlat(quant, self.dim, self.nlist, ip))
     self.index.own_fields = True; quant.this.disown()   # the IVF index owns (and frees) its quantizer
-    n_train = min(self.n_items, int(train_size or 40 * self.nlist))
-    sample = x if n_train == self.n_items else x[np.sort(np.random.default_rng(seed).choice(self.n_items, n_train, replace=False))]
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        self.index.train(sample)
+        self.index.train(_train_sample(x, self.nlist, train_size, seed))
     self.index.add(x)
     self.nprobe = self.index.nprobe = int(nprobe or min(self.nlist, max(8, self.nlist // 16)))
 
@@ -201,6 +225,84 @@ def recall_at_k(found: np.ndarray, # [n_queries, k] item indices returned by an 
                ) -> float:
     "Mean share of the exact top-k that the index returned."
     return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / len(b) for a, b in zip(found, exact)]))
+
+# %% ../nbs/07_retrieval.ipynb #a1295459
+@patch
+def _build_ivfpq(self: VectorIndex,
+                 faiss, # the faiss module
+                 sample: np.ndarray, # [n, dim] float32 training vectors
+                 nlist, nprobe, pq_m, k_factor, refine='flat'): # as given to `VectorIndex`
+    "Train an IVF index over 4-bit PQ codes (fast scan) with a re-scoring layer; vectors are added after."
+    self.nlist, self.pq_m = self.nlist_for(nlist), int(pq_m or max(1, self.dim // 4))
+    if self.dim % self.pq_m: raise DataError(f"pq_m={self.pq_m} does not divide the dimension {self.dim}; pass a divisor, e.g. {self.dim // 4}")
+    stores = {'flat': 'Refine(SQfp16)' if self.dtype == 'float16' else 'RFlat', 'sq8': 'Refine(SQ8)', 'sq6': 'Refine(SQ6)', 'none': None}
+    if refine not in stores: raise DataError(f"refine must be one of {list(stores)}, got {refine!r}")
+    coarse = f"IVF{self.nlist}_HNSW32" if self.nlist >= 8192 else f"IVF{self.nlist}"   # many cells: find them with a graph
+    self.refine = refine
+    self.index = faiss.index_factory(self.dim, ','.join(x for x in (coarse, f"PQ{self.pq_m}x4fs", stores[refine]) if x), faiss.METRIC_INNER_PRODUCT)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        self.index.train(sample)
+    self.nprobe = faiss.extract_index_ivf(self.index).nprobe = int(nprobe or min(self.nlist, max(16, self.nlist // 8)))
+    self.k_factor = int(k_factor)
+    if refine != 'none': self.index.k_factor = self.k_factor
+
+# %% ../nbs/07_retrieval.ipynb #cfa2b8df
+@patch(cls_method=True)
+def from_shards(cls: VectorIndex,
+                shards: list, # arrays [rows, dim] in item order, or functions returning one (read one at a time)
+                sample, # [n, dim] vectors to train on (e.g. rows drawn from every shard); ignored by exact and hnsw
+                n_items: int, # the rows of all shards together
+                kind: str='auto', # as in `VectorIndex`; auto: exact below AUTO_THRESHOLD items, else ivfpq
+                dtype: str='float32', # as in `VectorIndex`
+                **options, # nlist, nprobe, pq_m, k_factor, refine, hnsw_m, ef_construction, ef_search, block
+               ) -> VectorIndex:
+    "An index trained on `sample` and filled shard by shard."
+    sample = _matrix(sample, 'sample')
+    if kind == 'auto': kind = 'ivfpq' if n_items >= AUTO_THRESHOLD and faiss_available() else 'exact'
+    if kind == 'ivf': raise DataError("kind='ivf' is built from all vectors at once; build from shards with kind='ivfpq', 'hnsw' or 'exact'")
+    self = VectorIndex(sample[:1], kind='exact', dtype=dtype, block=options.pop('block', 262_144))
+    self.kind, self.n_items, t0 = kind, int(n_items), time.perf_counter()
+    if kind == 'exact': store = np.empty((self.n_items, self.dim), np.float16 if dtype == 'float16' else np.float32)
+    elif kind == 'ivfpq':
+        self._build_ivfpq(_faiss(), sample, options.get('nlist'), options.get('nprobe'), options.get('pq_m'), options.get('k_factor', 16),
+                          options.get('refine', 'flat'))
+    else:
+        self._build_hnsw(_faiss(), sample, options.get('hnsw_m', 32), options.get('ef_construction', 200), options.get('ef_search', 128))
+        self.index.reset()   # trained (float16) on the sample; the vectors come from the shards
+    start = 0
+    for shard in shards:
+        x = _matrix(shard() if callable(shard) else shard, 'shard')
+        if x.shape[1] != self.dim: raise DataError(f"a shard has {x.shape[1]} dimensions, the sample {self.dim}; build from one job's shards")
+        if start + len(x) > self.n_items: raise DataError(f"the shards hold more than n_items={self.n_items:,} rows; pass their total")
+        if kind == 'exact': store[start:start + len(x)] = x
+        else: self.index.add(x)
+        start += len(x)
+    if start != self.n_items: raise DataError(f"the shards hold {start:,} rows, not n_items={self.n_items:,}; pass their total")
+    if kind == 'exact': self._build_exact(store)
+    self.build_seconds = time.perf_counter() - t0
+    return self
+
+# %% ../nbs/07_retrieval.ipynb #6c34c402
+@patch
+def to_bytes(self: VectorIndex) -> bytes:
+    "The index as bytes (pickle around FAISS's serialised index), for `VectorIndex.from_bytes`."
+    import pickle
+    state = dict(self.__dict__)
+    if self.kind != 'exact': state['index'] = _faiss().serialize_index(self.index)
+    else: state['vectors'] = self.vectors.numpy()
+    return pickle.dumps(state, protocol=5)
+
+@patch(cls_method=True)
+def from_bytes(cls: VectorIndex, data: bytes # from `to_bytes`
+              ) -> VectorIndex:
+    "The index `to_bytes` wrote."
+    import pickle
+    state, self = pickle.loads(data), cls.__new__(cls)
+    if state['kind'] != 'exact': state['index'] = _faiss().deserialize_index(state['index'])
+    else: state['vectors'] = torch.from_numpy(np.array(state['vectors']))
+    self.__dict__.update(state)
+    return self
 
 # %% ../nbs/07_retrieval.ipynb #9ba991a9
 def supports_index(model) -> bool:
