@@ -1,7 +1,7 @@
 """The HTTP service end to end: a small trained run served by `transferrec serve` in a subprocess on a free
 loopback port, queried over real HTTP; every bad request answers 4xx with a message; an item added at run time is
 recommended; SIGTERM finishes the request in flight. Request loops are bounded and every call has a timeout."""
-import importlib.util, json, signal, socket, subprocess, sys, time
+import importlib.util, json, os, signal, socket, subprocess, sys, time
 from concurrent.futures import ThreadPoolExecutor
 import numpy as np, pandas as pd, pytest
 httpx = pytest.importorskip('httpx')
@@ -27,11 +27,11 @@ def run(rec, tmp_path_factory):
     return path
 
 
-def start_server(run, log) -> tuple[subprocess.Popen, str]:
-    "`transferrec serve --run RUN` in a subprocess on a free port, logging to the file `log`; returned once GET /ready answers 200."
+def start_server(run, log, *options) -> tuple[subprocess.Popen, str]:
+    "`transferrec serve --run RUN [options]` in a subprocess on a free port, logging to the file `log`; returned once GET /ready answers 200."
     port = free_port()
     cli = 'import sys; from transferrec.cli import main; sys.exit(main(sys.argv[1:]))'
-    proc = subprocess.Popen([sys.executable, '-c', cli, 'serve', '--run', str(run), '--port', str(port), '--log-level', 'warning'],
+    proc = subprocess.Popen([sys.executable, '-c', cli, 'serve', '--run', str(run), '--port', str(port), '--log-level', 'warning', *options],
                             stdout=open(log, 'wb'), stderr=subprocess.STDOUT)
     url, end = f'http://127.0.0.1:{port}', time.monotonic() + START_S
     while time.monotonic() < end:
@@ -119,11 +119,12 @@ BAD = [  # (what, method, path, request options, status, fragment of the error)
     ('k absurd', 'POST', '/recommend', {'json': {'user_id': 1, 'k': 10**9}}, 422, 'k: Input should be less than or equal to 1000'),
     ('k a string', 'POST', '/recommend', {'json': {'user_id': 1, 'k': 'ten'}}, 422, 'k: Input should be a valid integer'),
     ('k a flag', 'POST', '/recommend', {'json': {'user_id': 1, 'k': True}}, 422, 'k: Input should be a valid integer'),
-    ('history not a list', 'POST', '/recommend', {'json': {'history': 5}}, 422, 'history: Input should be a valid list'),
+    ('history not a list', 'POST', '/recommend', {'json': {'history': 5}}, 422, 'history: Input should be a valid array'),
     ('id a number with a fraction', 'POST', '/recommend', {'json': {'history': [1.5]}}, 422, 'an id is a JSON integer or string'),
     ('oversized text', 'POST', '/recommend', {'json': {'text': 'ghost ' * 1000}}, 422, 'text: String should have at most 2000'),
     ('misspelt field', 'POST', '/recommend', {'json': {'user': 1}}, 422, 'user: Extra inputs are not permitted'),
-    ('a list, not an object', 'POST', '/recommend', {'json': [1, 2]}, 422, 'Input should be a valid dictionary'),
+    ('a list, not an object', 'POST', '/recommend', {'json': [1, 2]}, 422, 'Input should be an object'),
+    ('not sent as JSON', 'POST', '/recommend', {'content': b'user_id=1', 'headers': {'Content-Type': 'application/x-www-form-urlencoded'}}, 415, 'must be JSON'),
     ('malformed JSON', 'POST', '/recommend', {'content': b'{"user_id": 1,', 'headers': {'Content-Type': 'application/json'}}, 400, 'malformed JSON'),
     ('no body', 'POST', '/recommend', {}, 422, 'the request has no body'),
     ('declared body too large', 'POST', '/items', {'content': b'x' * 1_000_001}, 413, 'larger than the limit of 1,000,000 bytes'),
@@ -186,6 +187,31 @@ def test_several_workers_refuse_changes(run, monkeypatch):
         r = httpx.post(srv.url + '/items', json={'items': [{'item_id': 6001, 'title': 'x'}]}, timeout=30)
         assert r.status_code == 409 and 'one worker' in r.json()['error']
         assert httpx.post(srv.url + '/items/save', timeout=30).status_code == 409
+
+
+def memory_kb(pid: int) -> dict:
+    "A process's memory from /proc/PID/smaps_rollup, in kB: Rss, Pss, Anonymous, Pss_Anon, ..."
+    lines = open(f'/proc/{pid}/smaps_rollup').read().splitlines()[1:]
+    return {k: int(v.split()[0]) for k, v in (line.split(':', 1) for line in lines)}
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason='reads /proc')
+def test_forked_workers_share_the_run_and_stop_together(run, tmp_path, user):
+    "Two workers forked after the run is loaded: both answer, they share the parent's memory, SIGTERM ends them all."
+    proc, url = start_server(run, tmp_path/'workers.log', '--workers', '2')
+    try:
+        kids = [int(p) for p in open(f'/proc/{proc.pid}/task/{proc.pid}/children').read().split()]
+        assert len(kids) == 2, kids
+        with httpx.Client(base_url=url, timeout=30) as client, ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: client.post('/recommend', json={'user_id': user, 'k': 3}), range(16)))
+            assert [a.status_code for a in answers] == [200] * 16 and len({a.text for a in answers}) == 1   # the same model
+            assert client.post('/items', json={'items': [{'item_id': 7001, 'title': 'x'}]}).status_code == 409
+        for pid in kids:   # the loaded run is the parent's memory, not a copy: most of a worker's private data is shared
+            m = memory_kb(pid)
+            assert m['Pss_Anon'] < 0.75 * m['Anonymous'], (pid, m)
+    finally: stop_server(proc)
+    assert proc.returncode in (0, -signal.SIGTERM)
+    for pid in kids: assert not os.path.exists(f'/proc/{pid}') or 'zombie' in open(f'/proc/{pid}/status').read().lower()
 
 
 def test_serve_refuses_a_bad_run_or_a_busy_port(run, tmp_path):

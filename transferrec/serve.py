@@ -5,11 +5,12 @@
 # %% auto #0
 __all__ = ['MAX_K', 'MAX_TEXT_CHARS', 'MAX_IDS', 'MAX_NEW_ITEMS', 'Id', 'Cell', 'ENV_OPTIONS', 'RecommendRequest', 'NewItem',
            'NewItems', 'ItemRef', 'Recommendation', 'Recommendations', 'SimilarItems', 'AddedItems', 'Saved',
-           'ErrorBody', 'RequestError', 'Service', 'validation_message', 'add_error_handlers', 'BodyLimit',
-           'create_app', 'add_routes', 'app_from_environment', 'serve', 'ServerThread']
+           'ErrorBody', 'warm_up', 'RequestError', 'Service', 'validation_message', 'add_error_handlers', 'parse_body',
+           'json_body', 'BodyLimit', 'create_app', 'add_routes', 'app_from_environment', 'run_workers', 'serve',
+           'ServerThread']
 
 # %% ../nbs/11_serve.ipynb #5e7a0c12
-import asyncio, contextlib, json, logging, os, socket, sys, threading, time, urllib.request
+import asyncio, contextlib, gc, json, logging, os, signal, socket, sys, threading, time, urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Annotated
@@ -21,10 +22,10 @@ from .recommend import Recommender, parse_ids
 from .retrieval import VectorIndex, supports_index
 try:
     import uvicorn
-    from fastapi import FastAPI, Query
+    from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+    from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError
     from starlette.exceptions import HTTPException
 except ImportError as e:
     raise DataError(f"serving over HTTP needs FastAPI and uvicorn ({e}): pip install 'transferrec[serve]'") from None
@@ -104,6 +105,11 @@ class ErrorBody(BaseModel):
     error: str
 
 # %% ../nbs/11_serve.ipynb #5e7a0c1d
+def warm_up(rec: Recommender):
+    "Build what the first requests would otherwise wait for: the item vectors, the text encoder, the caches of titles."
+    if len(rec.user_ids): rec.recommend(user_id=rec.user_ids[0], k=10)
+    with contextlib.suppress(DataError): rec.recommend(text='a warm-up query', k=1)   # an ID-only model reads no text
+
 class RequestError(DataError):
     "A `DataError` with the HTTP status it is answered with."
     def __init__(self, message: str, status: int=400): super().__init__(message); self.status = status
@@ -130,9 +136,7 @@ class Service:
 
     def _load(self):
         if self.rec is None: self.rec = Recommender.load(self.source)
-        rec = self.rec
-        if len(rec.user_ids): rec.recommend(user_id=rec.user_ids[0], k=10)
-        with contextlib.suppress(DataError): rec.recommend(text='a warm-up query', k=1)   # an ID-only model reads no text
+        warm_up(self.rec)
 
     def stop(self):
         "Let the model thread finish its current call and end."
@@ -279,6 +283,22 @@ def add_error_handlers(app: FastAPI):
     app.add_exception_handler(HTTPException, _handle_http)
     app.add_exception_handler(Exception, _handle_bug)
 
+# %% ../nbs/11_serve.ipynb #cb3da745
+def parse_body(body: bytes, # the request body
+               content_type: str|None, # its Content-Type header (None: not sent, read as JSON)
+               schema: type[BaseModel], # the pydantic model the body must be
+              ) -> BaseModel:
+    "The body parsed and validated as `schema` in one pass; `RequestValidationError` (a 400/422 answer) or a 415 when it is not that."
+    if content_type and not content_type.split(';')[0].strip().lower().endswith(('/json', '+json')):
+        raise RequestError(f"the body must be JSON sent with Content-Type: application/json, got Content-Type {_short(content_type)}", 415)
+    if not body.strip(): raise RequestValidationError([{'type': 'missing', 'loc': ('body',), 'msg': 'Field required', 'input': None}])
+    try: return schema.model_validate_json(body)
+    except ValidationError as e: raise RequestValidationError([{**err, 'loc': ('body', *err['loc'])} for err in e.errors()]) from None
+
+def json_body(schema: type[BaseModel]) -> dict:
+    "The OpenAPI description of a JSON request body, for a route that reads its body itself."
+    return {'requestBody': {'required': True, 'content': {'application/json': {'schema': schema.model_json_schema()}}}}
+
 # %% ../nbs/11_serve.ipynb #5e7a0c2f
 class BodyLimit:
     "ASGI middleware: answer 413 to a request body larger than `max_bytes`, declared or streamed."
@@ -303,7 +323,7 @@ class BodyLimit:
 # %% ../nbs/11_serve.ipynb #5e7a0c31
 _ERRORS = {status: {'model': ErrorBody, 'description': what} for status, what in [
     (400, 'a bad value: unknown user or items, empty history or text, malformed JSON'), (413, 'the body is too large'),
-    (422, 'a wrong type or a value out of range'), (503, 'the model is still loading, or the request timed out')]}
+    (415, 'the body is not sent as JSON'), (422, 'a wrong type or a value out of range'), (503, 'the model is still loading, or the request timed out')]}
 
 def create_app(source: str|Path|Recommender, # a run folder or a trained Recommender
                timeout: float=10.0, # seconds a request may take, waiting for the model included
@@ -328,8 +348,10 @@ def create_app(source: str|Path|Recommender, # a run folder or a trained Recomme
 # %% ../nbs/11_serve.ipynb #5e7a0c32
 def add_routes(app: FastAPI, service: Service):
     "The endpoints, each running its work on the service's model thread."
-    @app.post('/recommend', response_model=Recommendations, summary='Top-k items for a known user, a history or a text')
-    async def recommend(req: RecommendRequest):
+    @app.post('/recommend', response_model=Recommendations, summary='Top-k items for a known user, a history or a text',
+              openapi_extra=json_body(RecommendRequest))
+    async def recommend(request: Request):   # the hot path: the body is parsed by `parse_body`, in one pass
+        req = parse_body(await request.body(), request.headers.get('content-type'), RecommendRequest)
         return JSONResponse(await service.call(service.recommend, req))
 
     @app.get('/items/{item_id}/similar', response_model=SimilarItems, summary='The items closest to one item')
@@ -357,15 +379,52 @@ def add_routes(app: FastAPI, service: Service):
 ENV_OPTIONS = 'TRANSFERREC_SERVE_OPTIONS'   # the options of `create_app` for worker processes, as JSON
 
 def app_from_environment() -> FastAPI:
-    "The app of one worker process, from the options `serve` put in the environment."
+    "The app of one worker process started by a process manager (`uvicorn --factory`, gunicorn), from the options in the environment."
     options = json.loads(os.environ[ENV_OPTIONS])
-    if 'threads' in options: torch.set_num_threads(options.pop('threads'))   # `serve` sets it: this process is a worker
+    if 'threads' in options: torch.set_num_threads(options.pop('threads'))
     return create_app(**options)
+
+def run_workers(make_app, # called in each worker after the fork: returns its app
+                config: dict, # uvicorn.Config options: host, port, ...
+                workers: int, # how many processes
+               ) -> int:
+    "Serve from `workers` processes forked from this one: one listening socket, and one copy of what this process loaded."
+    sock = socket.create_server((config['host'], config['port']), family=socket.AF_INET6 if ':' in config['host'] else socket.AF_INET, backlog=2048)
+    gc.freeze()   # the collector leaves the loaded objects alone, so their pages stay shared with the workers
+    kids, stopping, failed = {}, False, 0
+    def start():
+        pid = os.fork()
+        if pid: kids[pid] = time.monotonic(); return
+        code = 1
+        try:
+            for sig in (signal.SIGTERM, signal.SIGINT): signal.signal(sig, signal.SIG_DFL)   # uvicorn installs its own
+            uvicorn.Server(uvicorn.Config(make_app(), **config)).run(sockets=[sock]); code = 0
+        except BaseException: logging.getLogger('transferrec.serve').exception('worker %d failed', os.getpid())
+        finally: os._exit(code)
+    def stop(sig, frame):
+        nonlocal stopping
+        stopping = True
+        for pid in list(kids):
+            with contextlib.suppress(ProcessLookupError): os.kill(pid, signal.SIGTERM)   # each finishes its requests in flight
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for _ in range(workers): start()
+        while kids:
+            pid, status = os.wait()
+            began = kids.pop(pid, None)
+            if began is None or stopping: continue
+            code = os.waitstatus_to_exitcode(status) or 1
+            if time.monotonic() - began < 10: failed = code; stop(None, None)   # it died while starting: the others would too
+            else: print(f"transferrec serve: worker {pid} ended ({code}); starting another", file=sys.stderr); start()
+    finally:
+        for sig, handler in previous.items(): signal.signal(sig, handler)
+        sock.close()
+    return failed
 
 def serve(run: str|Path, # a run folder written by `Recommender.save` or `transferrec train`
           host: str='127.0.0.1', # the address to listen on; 0.0.0.0 opens the service to the network
           port: int=8000, # the TCP port
-          workers: int=1, # processes; each holds its own copy of the model, and only one worker may add items
+          workers: int=1, # processes, forked after the run is loaded so they share it; only one worker may add items
           timeout: float=10.0, # seconds a request may take
           max_body_bytes: int=1_000_000, # the largest request body accepted
           access_log: bool=True, # log one line per request
@@ -381,11 +440,12 @@ def serve(run: str|Path, # a run folder written by `Recommender.save` or `transf
         with socket.socket() as s: s.bind((host, port))
     except OSError as e: raise DataError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port") from None
     if host not in ('127.0.0.1', 'localhost', '::1'): print(f"transferrec serve: listening on {host}: anyone who can reach this machine can use the API", file=sys.stderr)
-    common = dict(host=host, port=port, timeout_graceful_shutdown=30, access_log=access_log, log_level=log_level)
+    common = dict(host=host, port=port, timeout_graceful_shutdown=30, access_log=access_log, log_level=log_level,
+                  timeout_keep_alive=30)   # uvicorn's 5 s closes a slow client's connection as it sends its next request
     if workers == 1: return uvicorn.run(create_app(rec, timeout, max_body_bytes, True, run), **common)
-    del rec
-    os.environ[ENV_OPTIONS] = json.dumps({'source': str(run), 'timeout': timeout, 'max_body_bytes': max_body_bytes, 'allow_changes': False, 'threads': threads})
-    uvicorn.run('transferrec.serve:app_from_environment', factory=True, workers=workers, **common)
+    os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')   # the text encoder's tokenizer is used in forked workers
+    warm_up(rec)   # item vectors, text encoder, caches: built once here, shared by every worker
+    return run_workers(lambda: create_app(rec, timeout, max_body_bytes, allow_changes=False), common, workers)
 
 # %% ../nbs/11_serve.ipynb #5e7a0c35
 class ServerThread:
