@@ -19,8 +19,9 @@ from .crossencoder import CROSS_ENCODER_TUTORIAL
 from .recommend import Recommender
 
 # %% auto #0
-__all__ = ['TRANSFER_MODELS', 'MODELS', 'BENCH_METRICS', 'SEEN_POLICIES', 'RECBOLE_ML100K', 'get_model', 'seen_policy',
-           'protocol_metrics', 'benchmark', 'benchmark_json', 'plot_benchmark']
+__all__ = ['TRANSFER_MODELS', 'MODELS', 'BENCH_METRICS', 'SEEN_POLICIES', 'SEED_RECORD_KEYS', 'RECBOLE_ML100K', 'get_model',
+           'seen_policy', 'protocol_metrics', 'benchmark', 'benchmark_seeds', 'seed_summary', 'mean_sd', 'replace_test',
+           'blind_to_test', 'read_record', 'loo_comparison', 'seeds_record', 'benchmark_json', 'plot_benchmark']
 
 # %% ../nbs/09_benchmark.ipynb #99052372
 TRANSFER_MODELS = {
@@ -59,7 +60,8 @@ def _model_list(models, seed, progress=True):
     out = []
     for name, m in items:
         if isinstance(m, str): m = get_model(m, seed=seed, progress=progress)
-        elif isinstance(m, type): m = construct(m, seed=seed, progress=progress)  # a class: seeded (and quiet) where it can be
+        elif isinstance(m, type) or (callable(m) and not hasattr(m, "fit")):  # a class or a factory: seeded (and quiet) where it can be
+            m = construct(m, seed=seed, progress=progress)
         out.append((str(name).strip(), m))
     if not out: raise DataError(f"models is empty; pass names such as {', '.join(BASELINES)}")
     return out
@@ -116,6 +118,138 @@ def benchmark(dataset, # a `Dataset`, a dataset name ("ml-100k", "synthetic", ..
     df.index.name = "model"
     df.attrs.update(dataset=getattr(spl.dataset, "name", None), protocol=protocol, k=k, seed=seed, on=on, seen=seen)
     return df
+
+# %% ../nbs/09_benchmark.ipynb #cf6eea6a
+def _check_seeds(seeds) -> list[int]:
+    "Seeds as a list of distinct integers, from a list or a comma-separated string such as \"0,1,2\"."
+    if isinstance(seeds, str): seeds = [s.strip() for s in seeds.split(",") if s.strip()]
+    try: out = [int(s) for s in seeds]
+    except (TypeError, ValueError): raise DataError(f"seeds must be integers, e.g. seeds=[0, 1, 2] or \"0,1,2\"; got {seeds!r}") from None
+    if not out or len(set(out)) != len(out): raise DataError(f"seeds must be a non-empty list of distinct integers, e.g. [0, 1, 2]; got {out}")
+    return out
+
+def benchmark_seeds(dataset, # a `Dataset`, a dataset name, or a ready `Split` (then only the models' seeds change)
+                    protocol: str="loo", # "random", "loo", "cold" or "temporal" (ignored when `dataset` is a Split)
+                    models=("pop", "itemknn", "ease"), # names, classes or factories (not instances: they cannot be re-seeded)
+                    k: int=10, # cut-off
+                    seeds=(0, 1, 2), # training seeds (and split seeds where the protocol draws one)
+                    on: str="test", # part to evaluate: "test" or "valid"
+                    seen=SEEN_POLICIES, # the seen-items policies to measure every fitted model under
+                    progress: bool=True, # show progress bars
+                   ) -> pd.DataFrame: # one row per (seed, seen, model): metrics@k, fit_seconds, eval_seconds
+    "Fit `models` once per seed and measure each under every seen-items policy: a long table."
+    seeds, seens = _check_seeds(seeds), [seen] if isinstance(seen, str) else list(seen)
+    for s in seens: seen_policy(s)
+    parse_k(k)
+    given = list(models.values()) if isinstance(models, dict) else models.split(",") if isinstance(models, str) else list(models)
+    bad = [m for m in given if not (isinstance(m, (str, type)) or (callable(m) and not hasattr(m, "fit")))]
+    if bad: raise DataError(f"benchmark_seeds re-seeds every model, so it needs names, classes or factories; got instances "
+                            f"{[type(m).__name__ for m in bad]}; pass e.g. models=['pop', EASE] or {{'ease': EASE}}")
+    if isinstance(dataset, str): dataset = load_movielens(dataset) if dataset != "synthetic" else synthetic(seed=0)
+    rows = []
+    for sd in seeds:
+        spl = dataset if hasattr(dataset, "matrix") and hasattr(dataset, "seen") else split_dataset(dataset, protocol, seed=sd)
+        for name, model in _model_list(models, sd, progress):
+            t0 = time.perf_counter(); model.fit(spl); fit = time.perf_counter() - t0
+            for s in seens:
+                t1 = time.perf_counter(); row = protocol_metrics(model, spl, k, on, s)
+                rows.append({"seed": sd, "seen": s, "model": name, **row, "fit_seconds": fit, "eval_seconds": time.perf_counter() - t1})
+    df = pd.DataFrame(rows).set_index(["seed", "seen", "model"])
+    df.attrs.update(dataset=getattr(spl.dataset, "name", None), protocol=spl.protocol, k=k, seeds=seeds, on=on, seen=seens)
+    return df
+
+# %% ../nbs/09_benchmark.ipynb #3be99c15
+def seed_summary(runs: pd.DataFrame, # a `benchmark_seeds` table, indexed by (seed, seen, model)
+                 metrics=None, # columns to summarise; None for every metric@k and fit_seconds
+                ) -> pd.DataFrame: # index (seen, model); columns (metric, "mean" | "sd" | "n")
+    "Mean, standard deviation (ddof=1) and number of seeds of each metric per (policy, model)."
+    if list(runs.index.names) != ["seed", "seen", "model"]:
+        raise DataError(f"seed_summary needs a benchmark_seeds table indexed by (seed, seen, model); got index {runs.index.names}")
+    cols = list(metrics) if metrics is not None else [c for c in runs.columns if "@" in c or c == "fit_seconds"]
+    missing = [c for c in cols if c not in runs.columns]
+    if missing: raise DataError(f"metrics {missing} are not columns; choose among {list(runs.columns)}")
+    g = runs[cols].groupby(level=["seen", "model"], sort=False)
+    out = pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.count()}, axis=1).swaplevel(0, 1, axis=1)
+    level = lambda name: list(dict.fromkeys(runs.index.get_level_values(name)))   # in the order given
+    return out.reindex([(s, m) for s in level("seen") for m in level("model")])[[(c, s) for c in cols for s in ("mean", "sd", "n")]]
+
+def mean_sd(summary: pd.DataFrame, # a `seed_summary` table
+            digits: int=4, # decimals
+           ) -> pd.DataFrame: # the same index; one "mean ± sd" string column per metric
+    "A `seed_summary` as readable \"mean ± sd\" strings."
+    return pd.DataFrame({c: [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(summary[c, "mean"], summary[c, "sd"])]
+                         for c in dict.fromkeys(summary.columns.get_level_values(0))}, index=summary.index)
+
+# %% ../nbs/09_benchmark.ipynb #271e7008
+def replace_test(spl: Split, # a split
+                 seed: int=0, # seed for the replacement items
+                ) -> Split: # the same train and valid parts; each test row points at another item the user has not seen
+    "A copy of `spl` whose test interactions are moved to random items outside the user's train and valid items."
+    rng, seen, test = np.random.default_rng(seed), spl.seen("test").tolil().rows, spl.test.copy()
+    new = []
+    for u, i in zip(test["user_idx"].to_numpy(), test["item_idx"].to_numpy()):
+        pool = np.setdiff1d(np.arange(spl.n_items), np.r_[seen[u], [i]])
+        new.append(rng.choice(pool) if len(pool) else i)
+    test["item_idx"] = np.asarray(new, dtype=test["item_idx"].dtype)
+    return Split(spl.dataset, spl.train, spl.valid, test, spl.protocol, spl.seed, spl.cold_items, spl.info)
+
+def blind_to_test(factory, # a model name, class or factory: called afresh (with `seed`) for each fit
+                  spl: Split, # the split to fit on
+                  seed: int=0, # model seed, the same for both fits
+                  atol: float=1e-5, # scores closer than this count as equal
+                 ) -> bool: # True when the scores on valid and test do not depend on the test part
+    "Whether a model's fitting and scoring ignore the test part: fit on `spl` and on `replace_test(spl)`, compare scores."
+    other, users = replace_test(spl, seed), np.arange(spl.n_users)
+    (_, a), (_, b) = _model_list([factory], seed, False)[0], _model_list([factory], seed, False)[0]
+    a.fit(spl); b.fit(other)
+    score = lambda m, on: np.asarray(m.score(users, on=on), dtype=np.float64)
+    return all(np.allclose(score(a, on), score(b, on), atol=atol) for on in ("valid", "test"))
+
+# %% ../nbs/09_benchmark.ipynb #c7214945
+def read_record(record) -> dict:
+    "A JSON record given as a dict or a path."
+    if isinstance(record, dict): return record
+    import json
+    from pathlib import Path
+    p = Path(record)
+    if not p.exists(): raise DataError(f"record {str(p)!r} not found; run benchmarks/transfer.py --seeds 0,1,2 (or pass the path)")
+    return json.loads(p.read_text())
+
+def loo_comparison(published, # benchmarks/published.json, as a dict or a path
+                   seeds, # a `--seeds` record of benchmarks/transfer.py (runs with "results" and "results_keep"), dict or path
+                   metrics=("ndcg@10", "recall@10"), # columns to show
+                   digits: int=4, # decimals
+                  ) -> pd.DataFrame: # one row per published number or model; columns (policy, metric) plus "kind"
+    "The loo comparison table: published rows (with their protocol), then ours under `keep` and `exclude`, mean ± sd."
+    published, seeds = read_record(published), read_record(seeds)
+    if "results_keep" not in seeds["runs"][0]:
+        raise DataError("the seeds record has no 'results_keep': it was written before both policies were recorded; "
+                        "run benchmarks/transfer.py --protocol loo --seeds 0,1,2 again")
+    rows, fmt = [], lambda v: f"{np.mean(v):.{digits}f} ± {np.std(v, ddof=1):.{digits}f}"
+    for r in published["rows"]:
+        rows.append({("", "model"): r.get("name", r["model"]), ("", "kind"): f"published: {r['source']}; {r['protocol']}, seen {r['seen']}",
+                     **{(r["seen"], m): f"{r[m]:.{digits}f}" for m in metrics}})
+    policies = {"keep": "results_keep", "exclude": "results"}
+    for model in seeds["runs"][0]["results"]:
+        row = {("", "model"): model, ("", "kind"): f"transferrec, {seeds.get('protocol', 'loo')}, {len(seeds['runs'])} seeds"}
+        for policy, key in policies.items():
+            row.update({(policy, m): fmt([run[key][model][m] for run in seeds["runs"]]) for m in metrics})
+        rows.append(row)
+    cols = [("", "model"), ("", "kind")] + [(p, m) for p in policies for m in metrics]
+    return pd.DataFrame(rows).reindex(columns=pd.MultiIndex.from_tuples(cols)).fillna("—").set_index(("", "model")).rename_axis("model")
+
+# %% ../nbs/09_benchmark.ipynb #ddebff14
+SEED_RECORD_KEYS = {"exclude": "results", "keep": "results_keep"}   # seen-items policy -> its key in a seeds record's runs
+
+def seeds_record(runs: pd.DataFrame, # a `benchmark_seeds` table
+                ) -> dict: # {"protocol", "seeds", "seen", "runs": [{"seed", "results", "results_keep"}]}
+    "A `benchmark_seeds` table as a JSON-ready seeds record: per seed, each policy's {model: {column: value}}."
+    seeds = list(dict.fromkeys(runs.index.get_level_values("seed")))
+    table = lambda sd, s: {m: {c: float(v) for c, v in row.items()} for m, row in runs.xs((sd, s), level=["seed", "seen"]).iterrows()}
+    policies = [s for s in SEED_RECORD_KEYS if s in set(runs.index.get_level_values("seen"))]
+    return {"protocol": runs.attrs.get("protocol"), "seeds": [int(s) for s in seeds],
+            "seen": {SEED_RECORD_KEYS[s]: s for s in policies},
+            "runs": [{"seed": int(sd), **{SEED_RECORD_KEYS[s]: table(sd, s) for s in policies}} for sd in seeds]}
 
 # %% ../nbs/09_benchmark.ipynb #4c9d1e7a
 def benchmark_json(df: pd.DataFrame, # a `benchmark` table
