@@ -14,7 +14,7 @@ from .core import DataError, EarlyStopping, set_seed, torch_threads
 from .metrics import evaluate, rank_metrics, topk
 
 # %% auto #0
-__all__ = ['BASELINES', 'Baseline', 'Random', 'Pop', 'ItemKNN', 'EASE', 'BPR', 'construct', 'get_baseline']
+__all__ = ['BASELINES', 'Baseline', 'Random', 'Pop', 'top_neighbours', 'ItemKNN', 'EASE', 'BPR', 'construct', 'get_baseline']
 
 # %% ../nbs/04_baselines.ipynb #9f3037e4
 class Baseline:
@@ -57,6 +57,18 @@ class Pop(Baseline):
         u = self._check(user_indices)
         return np.repeat(self.counts[None], len(u), axis=0)
 
+# %% ../nbs/04_baselines.ipynb #94899505
+def top_neighbours(sim: np.ndarray, # similarities [n_items, block]: each column is one item's candidates
+                   k: int, # neighbours kept per column
+                  ) -> np.ndarray: # [k, block] row indices
+    "Each column's `k` largest entries; ties at the `k`-th value go to the lower row index, whatever numpy's version."
+    nb = np.argpartition(-sim, k - 1, axis=0)[:k]
+    picked = np.take_along_axis(sim, nb, 0)
+    kth = picked.min(0)
+    arbitrary = ((sim == kth).sum(0) > (picked == kth).sum(0)) & (kth > 0)   # more ties than places (zeros are dropped anyway)
+    for c in np.flatnonzero(arbitrary): nb[:, c] = np.argsort(-sim[:, c], kind='stable')[:k]
+    return nb
+
 # %% ../nbs/04_baselines.ipynb #6f4d1e27
 class ItemKNN(Baseline):
     "Item-item cosine similarity with shrinkage, keeping each item's `k` nearest neighbours."
@@ -78,7 +90,7 @@ class ItemKNN(Baseline):
             sim /= norms[:, None] * norms[None, j] + self.shrink + 1e-6
             sim[j, np.arange(len(j))] = 0.0                                        # no self-similarity
             if k <= 0: continue
-            nb = np.argpartition(-sim, k - 1, axis=0)[:k]                          # top-k neighbours per column
+            nb = top_neighbours(sim, k)                                            # top-k neighbours per column
             v = np.take_along_axis(sim, nb, 0)
             keep = v > 0
             rows.append(nb[keep]); cols.append(np.broadcast_to(j, nb.shape)[keep]); vals.append(v[keep])

@@ -28,6 +28,7 @@ TRANSFER_MODELS = {
     'sequential-text': partial(Recommender, 'sequential', item_repr='text'),
     'sequential-id': partial(Recommender, 'sequential', item_repr='id'),
     'sequential-text+id': partial(Recommender, 'sequential', item_repr='text+id'),
+    'sequential-text+id+repeats': partial(Recommender, 'sequential', item_repr='text+id', learn_repeats=True),
     'sequential-scratch': partial(Recommender, 'sequential', item_repr='text', pretrained=False),
     'sequential-text-tuned': partial(Recommender, 'sequential', item_repr='text', trainable_layers=1, num_threads=None),  # big steps: all cores
     'ease-text': TextEASE,

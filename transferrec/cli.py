@@ -546,7 +546,7 @@ def _add_benchmark(sub):
     b.add_argument('--protocol', default='random', choices=PROTOCOLS, help='evaluation protocol')
     b.add_argument('--models', default='pop,itemknn,ease,bpr',
                    help='comma-separated model names: baselines (random, pop, itemknn, ease, bpr) and transfer models '
-                        '(sequential-text, sequential-id, sequential-text+id, sequential-scratch, sequential-text-tuned, '
+                        '(sequential-text, sequential-id, sequential-text+id, sequential-text+id+repeats, sequential-scratch, sequential-text-tuned, '
                         'ease-text, two-tower, two-tower+rerank, multitask)')
     b.add_argument('--k', type=int, default=10, help='cut-off of the ranking metrics')
     b.add_argument('--seed', type=int, default=0, help='seed of the split and of training')

@@ -17,8 +17,9 @@ from .data import Split, item_text, split_fingerprint
 from .baselines import EASE
 
 # %% auto #0
-__all__ = ['ITEM_REPRESENTATIONS', 'UNSEEN_ITEMS', 'item_vectors', 'MoEAdaptor', 'SequentialModel', 'history_windows',
-           'TextTower', 'SequentialRecommender', 'require_text', 'plot_history', 'TextEASE', 'RatingModel',
+__all__ = ['ITEM_REPRESENTATIONS', 'IMAGE_REPRESENTATIONS', 'UNSEEN_ITEMS', 'REPEAT_LR', 'item_vectors', 'MoEAdaptor',
+           'SequentialModel', 'history_windows', 'TextTower', 'SequentialRecommender', 'require_text', 'plot_history',
+           'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'RatingModel',
            'RatingRecommender']
 
 # %% ../nbs/06_sequential.ipynb #ecde9aa5
@@ -65,25 +66,27 @@ class MoEAdaptor(nn.Module):
 
 # %% ../nbs/06_sequential.ipynb #ab3d2be1
 ITEM_REPRESENTATIONS = ('text', 'id', 'text+id')
+IMAGE_REPRESENTATIONS = ('image', 'text+image')   # items read from their pictures (see "Items with pictures" below)
 
 class SequentialModel(nn.Module):
-    "Item embeddings (text via adaptor, ID, or both) and a causal transformer over histories."
+    "Item embeddings (content via adaptor, ID, or both) and a causal transformer over histories."
     def __init__(self,
                  n_items: int, # catalogue size
-                 text_vectors: torch.Tensor|None=None, # [n_items, text_dim] frozen text vectors (text, text+id)
-                 item_repr: str='text', # "text", "id" or "text+id"
+                 text_vectors: torch.Tensor|None=None, # [n_items, text_dim] frozen content vectors: text, picture or both (all but id)
+                 item_repr: str='text', # "text", "id", "text+id", "image" or "text+image"
                  dim: int=64, # embedding width
                  n_layers: int=2, # transformer layers
                  n_heads: int=2, # attention heads
                  max_len: int=50, # longest history read
                  dropout: float=0.2, # dropout rate
                  n_experts: int=4, # adaptor experts
+                 learn_repeats: bool=False, # learn a logit bias for items already in the history (see "Repeats")
                 ):
         super().__init__()
-        if item_repr not in ITEM_REPRESENTATIONS:
-            raise DataError(f"unknown item representation {item_repr!r}; choose one of {list(ITEM_REPRESENTATIONS)}")
+        if item_repr not in ITEM_REPRESENTATIONS + IMAGE_REPRESENTATIONS:
+            raise DataError(f"unknown item representation {item_repr!r}; choose one of {list(ITEM_REPRESENTATIONS + IMAGE_REPRESENTATIONS)}")
         self.item_repr, self.max_len, self.n_items = item_repr, max_len, n_items
-        if 'text' in item_repr:
+        if item_repr != 'id':
             if text_vectors is None: raise DataError(f"item_repr={item_repr!r} needs text vectors")
             self.register_buffer('text', torch.as_tensor(text_vectors, dtype=torch.float32))
             self.adaptor = MoEAdaptor(self.text.shape[1], dim, n_experts, dropout)
@@ -96,6 +99,7 @@ class SequentialModel(nn.Module):
         self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm, self.drop = nn.LayerNorm(dim), nn.Dropout(dropout)
         self.register_buffer('causal', torch.triu(torch.full((max_len, max_len), float('-inf')), 1))
+        if learn_repeats: self.repeat = nn.Parameter(torch.zeros(()))  # b in s_j + b * 1[j in history]; absent when off
 
     def item_embeddings(self,
                         text=None, # optional [m, text_dim] vectors of items outside the catalogue
@@ -103,7 +107,7 @@ class SequentialModel(nn.Module):
         "Embeddings of all catalogue items, or of the given text vectors."
         if text is not None: return self.adaptor(text)
         e = 0
-        if 'text' in self.item_repr: e = self.adaptor(self.text if catalogue_text is None else catalogue_text)
+        if self.item_repr != 'id': e = self.adaptor(self.text if catalogue_text is None else catalogue_text)
         if 'id' in self.item_repr: e = e + self.ids.weight
         return e
 
@@ -201,7 +205,7 @@ UNSEEN_ITEMS = ('auto', 'negative', 'exclude')   # what the training softmax doe
 class SequentialRecommender:
     "Text-based (transfer) or ID-based (SASRec) next-item recommender over full-catalogue softmax."
     def __init__(self,
-                 item_repr: str='text', # "text", "id" (SASRec baseline) or "text+id"
+                 item_repr: str='text', # "text", "id" (SASRec baseline), "text+id", or from pictures: "image", "text+image"
                  model: str|None=None, # text encoder: HF name or local path (default: offline MiniLM)
                  pretrained: bool=True, # False: random-init encoder (the transfer ablation)
                  dim: int=64, # embedding width
@@ -222,9 +226,12 @@ class SequentialRecommender:
                                            # "exclude" (left out, like items added later), "auto" (exclude under `cold` and `temporal`)
                  num_threads: int|None=1, # CPU threads while training and scoring: steps are small, so one is fastest
                  progress: bool=True, # show progress bars
+                 image_model: str|None=None, # "image", "text+image": the vision or CLIP model (HF name or folder) reading the
+                                             # item table's `image` column
+                 learn_repeats: bool=False, # learn a logit bias for the items of the user's own history (see "Repeats")
                 ):
-        if item_repr not in ITEM_REPRESENTATIONS:
-            raise DataError(f"unknown item representation {item_repr!r}; choose one of {list(ITEM_REPRESENTATIONS)}")
+        if item_repr not in ITEM_REPRESENTATIONS + IMAGE_REPRESENTATIONS:
+            raise DataError(f"unknown item representation {item_repr!r}; choose one of {list(ITEM_REPRESENTATIONS + IMAGE_REPRESENTATIONS)}")
         self.config = dict(item_repr=item_repr, model=model, pretrained=pretrained, dim=dim, n_layers=n_layers,
                            n_heads=n_heads, max_len=max_len, dropout=dropout, lr=lr, weight_decay=weight_decay,
                            batch_size=batch_size, epochs=epochs, patience=patience, seed=seed,
@@ -232,6 +239,8 @@ class SequentialRecommender:
         if unseen_items not in UNSEEN_ITEMS:
             raise DataError(f"unknown unseen_items {unseen_items!r}; choose one of {list(UNSEEN_ITEMS)}")
         if trainable_layers and item_repr == 'id': raise DataError("an ID-only model has no encoder to tune; pass trainable_layers=0")
+        if item_repr in IMAGE_REPRESENTATIONS or image_model is not None: self._image_options(item_repr, image_model, trainable_layers)
+        if learn_repeats: self.config['learn_repeats'] = True   # in config only when on: older runs load unchanged
         self.text_vectors, self.progress, self.history, self.num_threads = text_vectors, progress, [], num_threads
 
 # %% ../nbs/06_sequential.ipynb #4e1f8a36
@@ -244,18 +253,59 @@ def encoder(self: SequentialRecommender):
         self._encoder = load_encoder(c['model'], pretrained=c['pretrained'], seed=c['seed'])
     return self._encoder
 
+# %% ../nbs/06_sequential.ipynb #1258eed5
+@patch
+def _image_options(self: SequentialRecommender, item_repr: str, image_model, trainable_layers: int):
+    "Check and record the picture options (kept out of `config` for models without pictures)."
+    if item_repr not in IMAGE_REPRESENTATIONS:
+        raise DataError(f"image_model reads pictures for item_repr 'image' or 'text+image', not {item_repr!r}; drop image_model or change item_repr")
+    if image_model is None:
+        raise DataError(f"item_repr={item_repr!r} needs image_model=, a vision or CLIP model name or folder, e.g. "
+                        "image_model='openai/clip-vit-base-patch32' (see the images notebook)")
+    if trainable_layers: raise DataError("trainable_layers tunes a text encoder; with pictures pass trainable_layers=0")
+    self.config['image_model'] = str(image_model)
+
+@patch
+def image_encoder(self: SequentialRecommender):
+    "The picture encoder of this model (loaded once)."
+    if getattr(self, '_image_encoder', None) is None:
+        from transferrec.encoders import load_encoder
+        c = self.config
+        self._image_encoder = load_encoder(c['image_model'], pretrained=c['pretrained'], seed=c['seed'])
+    return self._image_encoder
+
+# %% ../nbs/06_sequential.ipynb #f3a0217a
+@patch
+def content_vectors(self: SequentialRecommender, items: pd.DataFrame, # rows of the item table
+                    progress: bool=True): # show progress bars
+    "What the adaptor reads for each item: its text vector, or (with pictures) `images.item_content`."
+    rep = self.config['item_repr']
+    if rep not in IMAGE_REPRESENTATIONS: return item_vectors(items, self.encoder(), progress=progress)
+    from transferrec.images import item_content
+    return item_content(items, rep, self.image_encoder(), self.encoder() if 'text' in rep else None, progress=progress)
+
+@patch
+def query_vector(self: SequentialRecommender, text: str) -> np.ndarray: # a description of the user
+    "The content vector [1, dim] of a user described in words, in the items' space."
+    rep = self.config['item_repr']
+    from transferrec.encoders import encode_texts
+    if rep not in IMAGE_REPRESENTATIONS: return encode_texts([text], self.encoder(), progress=False, cache_dir=False)
+    from transferrec.images import query_content
+    return query_content(text, rep, self.image_encoder(), self.encoder() if 'text' in rep else None)
+
 # %% ../nbs/06_sequential.ipynb #0c7b3e94
 @patch
 def build_network(self: SequentialRecommender, split: Split): # the split to train on
     "Encode the catalogue if needed, seed, and build a fresh `SequentialModel` as `self.net`."
     c = self.config
-    if 'text' in c['item_repr'] and self.text_vectors is None:
-        self.text_vectors = item_vectors(split.dataset.items, self.encoder(), progress=self.progress)
+    if c['item_repr'] != 'id' and self.text_vectors is None:
+        self.text_vectors = self.content_vectors(split.dataset.items, progress=self.progress)
     if self.text_vectors is not None and len(self.text_vectors) != split.n_items:
         raise DataError(f"{len(self.text_vectors)} text vectors for {split.n_items} items; encode the whole catalogue")
     set_seed(c['seed'])
     tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
-    self.net = SequentialModel(split.n_items, tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
+    self.net = SequentialModel(split.n_items, tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'],
+                               learn_repeats=c.get('learn_repeats', False))
 
 # %% ../nbs/06_sequential.ipynb #a4c8e1b9
 @patch
@@ -278,7 +328,9 @@ def _score_histories(self: SequentialRecommender, histories):
     self.net.eval()
     items = self._item_matrix()
     seqs, lengths = _pad(histories, self.config['max_len'])
-    return (self.net.user_states(seqs, lengths, items) @ items.T).numpy()
+    scores = self.net.user_states(seqs, lengths, items) @ items.T
+    if hasattr(self.net, 'repeat'): scores = scores + self.net.repeat * history_mask(histories, scores.shape[1])  # see "Repeats"
+    return scores.numpy()
 
 @patch
 def score(self: SequentialRecommender, user_indices: np.ndarray, # users to score
@@ -306,9 +358,11 @@ def setup_loss(self: SequentialRecommender, targets: torch.Tensor, n_items: int,
     "Called once before training: a subclass that changes the loss prepares its statistics here."
 
 @patch
-def batch_loss(self: SequentialRecommender, h, items, y): # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
+def batch_loss(self: SequentialRecommender, h, items, y, # states [N, dim] at real positions, item embeddings [n_items, dim], targets [N]
+               bias=None): # optional [N, n_items] logit offsets: the repeat bias (see "Repeats")
     "The training loss: softmax cross-entropy over the full catalogue."
-    return F.cross_entropy(h @ items.T, y)
+    logits = h @ items.T
+    return F.cross_entropy(logits if bias is None else logits + bias, y)
 
 # %% ../nbs/06_sequential.ipynb #3f9b2c60
 @patch
@@ -323,8 +377,8 @@ def _train_epoch(self: SequentialRecommender, windows, catalogue, opt, gen, towe
                  stop=None, # a `core.StopFlag` checked before every batch
                  partial: dict|None=None, # where a stopped epoch stopped: continue it from there
                 ) -> float|dict:
-    "One pass over `windows` (inputs, targets, lengths) in a random order: the loss summed over windows, or where it stopped."
-    (x, y, lengths), (known, position), c = windows, catalogue, self.config
+    "One pass over `windows` (inputs, targets, lengths[, items before each window]) in a random order: the summed loss, or where it stopped."
+    (x, y, lengths), (known, position), c = windows[:3], catalogue, self.config
     order = torch.randperm(len(x), generator=gen) if partial is None else partial['order']
     start, total = (0, 0.0) if partial is None else (partial['batch'], partial['total'])
     self.net.train()
@@ -334,8 +388,9 @@ def _train_epoch(self: SequentialRecommender, windows, catalogue, opt, gen, towe
         if stop is not None and stop.requested: return {'order': order, 'batch': b, 'total': total}  # a batch boundary
         real = y[idx] != -100                                          # score real positions only
         items = self.net.item_embeddings(catalogue_text=self._fresh_text(tower, x[idx], y[idx][real]))
-        h = self.net.encode(items[x[idx]], lengths[idx])[real]
-        loss = self.batch_loss(h, items[known], position[y[idx][real]])
+        h, target = self.net.encode(items[x[idx]], lengths[idx])[real], position[y[idx][real]]
+        if hasattr(self.net, 'repeat'): loss = self.batch_loss(h, items[known], target, self._repeat_bias(windows, idx, known))
+        else: loss = self.batch_loss(h, items[known], target)
         opt.zero_grad(); loss.backward(); opt.step()
         total += loss.item() * len(idx)
     if tower is not None: self.net.text.copy_(tower.vectors())  # refresh every item's text vector
@@ -358,10 +413,9 @@ def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
     self.build_network(split)
     self.split = split
     windows = tuple(map(torch.from_numpy, history_windows(split.histories('valid'), c['max_len'])))
+    if c.get('learn_repeats'): windows += tuple(map(torch.from_numpy, window_priors(split.histories('valid'), c['max_len'])))
     tower = TextTower(self.encoder(), item_text(split.dataset.items), c['trainable_layers']) if c['trainable_layers'] else None
-    groups = [{'params': list(self.net.parameters()), 'lr': c['lr']}]
-    if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
-    opt = torch.optim.AdamW(groups, weight_decay=c['weight_decay'])
+    opt = torch.optim.AdamW(self.param_groups(tower), weight_decay=c['weight_decay'])
     gen = torch.Generator().manual_seed(c['seed'])
     catalogue = self._training_catalogue(split)   # the items the training softmax ranks, each item's position
     position, y = catalogue[1], windows[1]
@@ -386,6 +440,15 @@ def _fit(self: SequentialRecommender, split: Split, checkpoint: Path|None):
     return self
 
 @patch
+def param_groups(self: SequentialRecommender, tower=None): # the tuned encoder layers, if any
+    "AdamW parameter groups: the network at `lr`, the repeat bias at `REPEAT_LR` (see Repeats), tuned layers at `encoder_lr`."
+    c, net = self.config, self.net
+    groups = [{'params': [p for n, p in net.named_parameters() if n != 'repeat'], 'lr': c['lr']}]
+    if hasattr(net, 'repeat'): groups.append({'params': [net.repeat], 'lr': REPEAT_LR, 'weight_decay': 0.0})
+    if tower is not None: groups.append({'params': list(tower.parameters()), 'lr': c['encoder_lr']})
+    return groups
+
+@patch
 def _train_and_validate(self: SequentialRecommender, epoch, windows, catalogue, opt, gen, tower, asked, stop, loop, checkpoint, t0):
     "One epoch and its validation, then the checkpoint; asked to stop (SIGINT, SIGTERM): checkpoint and `StopRequested`."
     from transferrec.metrics import evaluate
@@ -407,7 +470,7 @@ def require_text(item_repr: str, # how the model represents items: "text", "id" 
                  what: str, # what the model was asked to do
                 ):
     "Refuse, with the fix, what only a model that reads text can do."
-    if 'text' not in item_repr:
+    if item_repr == 'id':
         raise DataError(f"an ID-only model cannot {what}; train with item_repr='text' or 'text+id'")
 
 @patch
@@ -417,7 +480,7 @@ def score_text(self: SequentialRecommender, text: str # a description of the use
     "Scores of every item for a user described only by text, read as a one-item history: [n_items]."
     require_text(self.config['item_repr'], "read a text description")
     from transferrec.encoders import encode_texts
-    vec = torch.as_tensor(encode_texts([text], self.encoder(), progress=False, cache_dir=False))
+    vec = torch.as_tensor(self.query_vector(text))
     with torch_threads(self.num_threads):
         self.net.eval()
         h = self.net.encode(self.net.item_embeddings(vec)[None], torch.tensor([1]))[:, 0]
@@ -430,7 +493,7 @@ def add_items(self: SequentialRecommender, items: pd.DataFrame # new rows of the
     "Extend the catalogue with items scored from their text alone (a text+id model gives them a zero ID vector)."
     require_text(self.config['item_repr'], "score items it has never seen")
     net = self.net
-    net.text = torch.cat([net.text, torch.as_tensor(item_vectors(items, self.encoder(), progress=False))])
+    net.text = torch.cat([net.text, torch.as_tensor(self.content_vectors(items, progress=False))])
     if 'id' in net.item_repr:
         old = net.ids.weight.data
         net.ids = nn.Embedding(len(net.text), old.shape[1])
@@ -452,13 +515,14 @@ def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame
     "Rebuild the network from its config and load the saved weights."
     c = self.config
     tuned = bool(c.get('trainable_layers'))
-    require_files(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if 'text' in c['item_repr'] else []), *(['encoder'] if tuned else []))
+    require_files(folder, 'sequential', 'weights.pt', *(['text_vectors.npy'] if c['item_repr'] != 'id' else []), *(['encoder'] if tuned else []))
     if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy', allow_pickle=False)
     if tuned:
         from transferrec.encoders import load_encoder
         self._encoder = load_encoder(folder/'encoder')
     tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
-    self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'])
+    self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'],
+                               learn_repeats=c.get('learn_repeats', False))
     load_weights(self.net, folder/'weights.pt')
     self.net.eval(); self._cache = None
 
@@ -561,6 +625,56 @@ class TextEASE(EASE):
             if best is None or v > best[0]: best = (v, beta, self.B, self.lambda_fitted_)
         _, self.beta_fitted_, self.B, self.lambda_fitted_ = best
         return self
+
+# %% ../nbs/06_sequential.ipynb #b6f3a1e9
+REPEAT_LR = 0.05   # AdamW learning rate of the repeat bias
+
+def window_priors(seqs: list[np.ndarray], # each user's item indices in time order, as given to `history_windows`
+                  max_len: int, # history length read by the model
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    "The items before each `history_windows` window (same order): flat item indices and row offsets [W + 1]."
+    parts = [np.asarray(s[:max(0, end - max_len - 1)], np.int64) for s in seqs if len(s) >= 2 for end in range(len(s), 1, -max_len)]
+    counts = np.array([len(p) for p in parts], np.int64)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.int64)), np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+def batch_before(items: torch.Tensor, offsets: torch.Tensor, # `window_priors` as tensors
+                 idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: # the batch's window rows
+    "(row in the batch, item) of every item before the windows `idx`."
+    start, counts = offsets[idx], offsets[idx + 1] - offsets[idx]
+    rows = torch.repeat_interleave(torch.arange(len(idx)), counts)
+    within = torch.arange(int(counts.sum())) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
+    return rows, items[torch.repeat_interleave(start, counts) + within]
+
+def repeat_mask(inputs: torch.Tensor, # [B, L] right-padded windows
+                lengths: torch.Tensor, # [B] real lengths
+                n_items: int, # catalogue size
+                before: tuple|None=None, # (rows, items) that occurred before each window, from `batch_before`
+               ) -> torch.Tensor:
+    "Whether item j occurred at or before position t of window b, or before the window: [B, L, n_items] bool."
+    B, L = inputs.shape
+    pos = torch.arange(L).expand(B, L)
+    pos = torch.where(pos < lengths[:, None], pos, L)                                # padding never counts
+    first = torch.full((B, n_items), L).scatter_reduce(1, inputs, pos, 'amin')      # where each item first occurs
+    if before is not None: first[before] = 0
+    return first[:, None, :] <= torch.arange(L)[None, :, None]
+
+def history_mask(histories: list[np.ndarray], # item index sequences
+                 n_items: int, # catalogue size
+                ) -> torch.Tensor:
+    "1.0 where item j is in history b: [len(histories), n_items]."
+    rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
+    cols = np.concatenate([np.asarray(h, np.int64) for h in histories] + [np.zeros(0, np.int64)])
+    mask = torch.zeros(len(histories), n_items)
+    mask[torch.from_numpy(rows), torch.from_numpy(cols)] = 1.0
+    return mask
+
+# %% ../nbs/06_sequential.ipynb #b503cb0b
+@patch
+def _repeat_bias(self: SequentialRecommender, windows, idx, known): # windows with `window_priors`, a batch's rows, the catalogue rows
+    "b * 1[item in the history so far] at a batch's real positions: [N, len(catalogue)]."
+    x, y, lengths, before, offsets = windows
+    mask = repeat_mask(x[idx], lengths[idx], self.net.n_items, batch_before(before, offsets, idx))[y[idx] != -100]
+    return self.net.repeat * mask[:, known]
 
 # %% ../nbs/06_sequential.ipynb #43f0587f
 class RatingModel(nn.Module):
