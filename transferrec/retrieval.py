@@ -286,21 +286,32 @@ def from_shards(cls: VectorIndex,
 # %% ../nbs/07_retrieval.ipynb #6c34c402
 @patch
 def to_bytes(self: VectorIndex) -> bytes:
-    "The index as bytes (pickle around FAISS's serialised index), for `VectorIndex.from_bytes`."
-    import pickle
-    state = dict(self.__dict__)
-    if self.kind != 'exact': state['index'] = _faiss().serialize_index(self.index)
-    else: state['vectors'] = self.vectors.numpy()
-    return pickle.dumps(state, protocol=5)
+    "The index as bytes for `VectorIndex.from_bytes`: an .npz of FAISS's serialised index, the arrays and the settings as JSON; no pickle."
+    import io, json
+    settings, arrays, tensors = {}, {}, []
+    for name, value in self.__dict__.items():
+        if name == 'index' and self.kind != 'exact': arrays[name] = _faiss().serialize_index(value)
+        elif isinstance(value, torch.Tensor): arrays[name] = value.numpy(); tensors.append(name)
+        elif isinstance(value, np.ndarray): arrays[name] = value
+        else: settings[name] = value
+    buf = io.BytesIO()
+    np.savez(buf, settings=np.frombuffer(json.dumps({'settings': settings, 'tensors': tensors}).encode(), np.uint8), **arrays)
+    return buf.getvalue()
 
 @patch(cls_method=True)
 def from_bytes(cls: VectorIndex, data: bytes # from `to_bytes`
               ) -> VectorIndex:
-    "The index `to_bytes` wrote."
-    import pickle
-    state, self = pickle.loads(data), cls.__new__(cls)
-    if state['kind'] != 'exact': state['index'] = _faiss().deserialize_index(state['index'])
-    else: state['vectors'] = torch.from_numpy(np.array(state['vectors']))
+    "The index `to_bytes` wrote (read without pickle)."
+    import io, json
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        meta = json.loads(z['settings'].tobytes())
+        state = meta['settings']
+        for name in z.files:
+            if name == 'settings': continue
+            if name == 'index' and state['kind'] != 'exact': state[name] = _faiss().deserialize_index(z[name])
+            elif name in meta['tensors']: state[name] = torch.from_numpy(z[name].copy())
+            else: state[name] = z[name].copy()
+    self = cls.__new__(cls)
     self.__dict__.update(state)
     return self
 
