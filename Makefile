@@ -49,8 +49,9 @@ outputs: install
 	@test -n "$(NB)" || { echo 'usage: make outputs NB=nbs/XX.ipynb'; exit 1; }
 	$(PY) docs/nbcheck.py --store $(NB)
 
+# two processes, one test file each at a time (pytest-xdist): most tests are single-threaded, so this halves the wall time
 pytest: install
-	$(BIN)/pytest -q tests --ignore=tests/test_docs.py
+	$(BIN)/pytest -q -n 2 --dist loadfile tests --ignore=tests/test_docs.py
 
 # the package as users install it: sdist and wheel built, the wheel installed without extras into a fresh venv (its
 # dependencies from the registries, torch the CPU build), `transferrec quickstart --fast` run outside the repository
