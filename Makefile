@@ -15,15 +15,19 @@ export PYTHONHASHSEED := 0
 
 install: $(STAMP)
 
+# no byte-compiling at install (a third of pip's time): Python compiles what is imported, when it is first imported
+PIP   := $(PY) -m pip install -q --no-compile
+
 # torch is pinned first so pip takes the CPU wheel on disk instead of a multi-GB CUDA build;
 # recbole is installed without dependencies only for the MovieLens-100k files its wheel ships.
 $(STAMP): settings.ini setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
-	$(PY) -m pip install -q --no-deps recbole==1.2.1
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	$(PIP) --no-deps recbole==1.2.1
 	$(PY) -m pip uninstall -q -y rfc3987-syntax   # Jupyter's optional jsonschema check: its import takes ~9 s, so Ray's agents miss their start deadline
+	$(PY) -m compileall -q -j 0 $(VENV)/lib/python3*/site-packages/ray >/dev/null   # for the same deadline, Ray is compiled ahead
 	touch $(STAMP)
 
 # the main job: baselines and transfer models under loo and cold, recommendations, a report in runs/ (about 7 minutes)
@@ -58,7 +62,12 @@ pytest: install
 wheel-test: install
 	TRANSFERREC_WHEEL_TEST=1 $(BIN)/pytest -q tests/test_packaging.py -k wheel
 
-test: check-sync nbtest pytest docs-test wheel-test
+# the checks that use both cores run one after the other; the browser's packages download while pip installs, and the
+# docs (one core at most) are checked while the wheel installs into its own venv
+test:
+	$(MAKE) -j2 --output-sync=target install browser
+	$(MAKE) check-sync nbtest pytest
+	$(MAKE) -j2 --output-sync=target docs-test wheel-test
 
 # the docs site: notebooks processed by nbdev and executed (slow cells skipped) -> _proc/ -> Sphinx + myst-nb -> _docs/
 # executed notebooks are cached in _proc/.cache; `make docs DOCS_ARGS=--force` runs them all again
@@ -96,7 +105,7 @@ lab: install
 # a 2 GB Amazon file (formats.json), a 1 GB CSV with a bad line near its end (bad_csv.json), the HTTP service (serve.json)
 # and the batch jobs on Ray (scale.json)
 bench: install
-	$(PY) -m pip install -q -e ".[bench]"
+	$(PIP) -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py
 	nice -n 10 $(PY) benchmarks/formats.py
 	nice -n 10 $(PY) benchmarks/bad_csv.py
@@ -107,7 +116,7 @@ bench: install
 # the cross-encoder's validation quality with truncated histories vs the seed's 50 items in 512 tokens (about 40 minutes
 # on 2 cores; kept out of `make bench` for its length): the truncation section of benchmarks/results.{json,md}
 bench-truncation: install
-	$(PY) -m pip install -q -e ".[bench]"
+	$(PIP) -e ".[bench]"
 	nice -n 10 $(PY) benchmarks/speed.py --only truncation --threads 2
 
 # quality: every protocol of the transfer benchmark on ml-100k, the tuned-encoder model (its own half hour) and the
