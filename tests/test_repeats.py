@@ -93,3 +93,12 @@ def test_reads_the_given_history_only(tiny, fitted):
     assert offset[h[-1]] == pytest.approx(0, abs=1e-4)          # left out of the history: not pushed down
     u = fitted.score(np.array([0]), on='test')[0]                 # `score` reads the user's history up to the test part
     np.testing.assert_allclose(u, fitted.score_histories([h])[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('loss', ['full', 'sampled'])
+def test_loss_variants_of_the_study_learn_the_bias_too(tiny, vectors, loss):
+    "The study's loss variants take the repeat bias as the plain model does: fit runs and the bias learns the data."
+    from transferrec.study import LossSequential
+    m = LossSequential(loss, n_negatives=10, item_repr='text+id', learn_repeats=True, epochs=6, patience=None,
+                       text_vectors=vectors, **SMALL).fit(tiny)
+    assert m.net.repeat.item() < -0.01                              # synthetic users never repeat an item

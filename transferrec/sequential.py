@@ -245,13 +245,14 @@ class SequentialRecommender:
 
 # %% ../nbs/06_sequential.ipynb #4e1f8a36
 @patch
-def encoder(self: SequentialRecommender):
-    "The text encoder of this model (loaded once)."
-    if getattr(self, '_encoder', None) is None:
+def encoder(self: SequentialRecommender, key: str='model'): # the config key naming it: "model" (text) or "image_model" (pictures)
+    "The encoder that `config[key]` names, loaded once: the text encoder, or the picture encoder with key='image_model'."
+    loaded = self.__dict__.setdefault('_encoders', {})
+    if key not in loaded:
         from transferrec.encoders import load_encoder
         c = self.config
-        self._encoder = load_encoder(c['model'], pretrained=c['pretrained'], seed=c['seed'])
-    return self._encoder
+        loaded[key] = load_encoder(c[key], pretrained=c['pretrained'], seed=c['seed'])
+    return loaded[key]
 
 # %% ../nbs/06_sequential.ipynb #1258eed5
 @patch
@@ -265,14 +266,6 @@ def _image_options(self: SequentialRecommender, item_repr: str, image_model, tra
     if trainable_layers: raise DataError("trainable_layers tunes a text encoder; with pictures pass trainable_layers=0")
     self.config['image_model'] = str(image_model)
 
-@patch
-def image_encoder(self: SequentialRecommender):
-    "The picture encoder of this model (loaded once)."
-    if getattr(self, '_image_encoder', None) is None:
-        from transferrec.encoders import load_encoder
-        c = self.config
-        self._image_encoder = load_encoder(c['image_model'], pretrained=c['pretrained'], seed=c['seed'])
-    return self._image_encoder
 
 # %% ../nbs/06_sequential.ipynb #f3a0217a
 @patch
@@ -282,7 +275,7 @@ def content_vectors(self: SequentialRecommender, items: pd.DataFrame, # rows of 
     rep = self.config['item_repr']
     if rep not in IMAGE_REPRESENTATIONS: return item_vectors(items, self.encoder(), progress=progress)
     from transferrec.images import item_content
-    return item_content(items, rep, self.image_encoder(), self.encoder() if 'text' in rep else None, progress=progress)
+    return item_content(items, rep, self.encoder('image_model'), self.encoder() if 'text' in rep else None, progress=progress)
 
 @patch
 def query_vector(self: SequentialRecommender, text: str) -> np.ndarray: # a description of the user
@@ -291,7 +284,7 @@ def query_vector(self: SequentialRecommender, text: str) -> np.ndarray: # a desc
     from transferrec.encoders import encode_texts
     if rep not in IMAGE_REPRESENTATIONS: return encode_texts([text], self.encoder(), progress=False, cache_dir=False)
     from transferrec.images import query_content
-    return query_content(text, rep, self.image_encoder(), self.encoder() if 'text' in rep else None)
+    return query_content(text, rep, self.encoder('image_model'), self.encoder() if 'text' in rep else None)
 
 # %% ../nbs/06_sequential.ipynb #0c7b3e94
 @patch
@@ -519,7 +512,7 @@ def restore_state(self: SequentialRecommender, folder: Path, items: pd.DataFrame
     if (folder/'text_vectors.npy').exists(): self.text_vectors = np.load(folder/'text_vectors.npy', allow_pickle=False)
     if tuned:
         from transferrec.encoders import load_encoder
-        self._encoder = load_encoder(folder/'encoder')
+        self._encoders = {'model': load_encoder(folder/'encoder')}
     tv = None if self.text_vectors is None else torch.as_tensor(self.text_vectors)
     self.net = SequentialModel(len(items), tv, c['item_repr'], c['dim'], c['n_layers'], c['n_heads'], c['max_len'], c['dropout'],
                                learn_repeats=c.get('learn_repeats', False))

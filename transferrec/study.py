@@ -404,14 +404,16 @@ class LossSequential(SequentialRecommender):
         self._q, self._logq, self._gen = q.float(), torch.log(q / q.sum()).float(), gen
         self._weight = ((counts + 1) ** -L['class_weight']).float() if L['loss'] == 'full' and L['class_weight'] else None
 
-    def batch_loss(self, h, items, y):
-        "Mean loss over the non-padded positions: h [N, d] states, y [N] targets."
+    def batch_loss(self, h, items, y, bias=None):
+        "Mean loss over the non-padded positions: h [N, d] states, y [N] targets, bias [N, n_items] (the repeat bias) or None."
         L = self.loss
         if L['loss'] == 'full':
-            return F.cross_entropy(h @ items.T, y, weight=self._weight)
+            logits = h @ items.T
+            return F.cross_entropy(logits if bias is None else logits + bias, y, weight=self._weight)
         neg = torch.multinomial(self._q, L['n_negatives'], replacement=True, generator=self._gen)
         pos_logit = (h * items[y]).sum(-1, keepdim=True)
         neg_logit = h @ items[neg].T
+        if bias is not None: pos_logit, neg_logit = pos_logit + bias.gather(1, y[:, None]), neg_logit + bias[:, neg]
         if L['logq']: pos_logit, neg_logit = pos_logit - self._logq[y][:, None], neg_logit - self._logq[neg][None]
         neg_logit = neg_logit.masked_fill(neg[None] == y[:, None], float('-inf'))   # a sampled positive is not a negative
         return F.cross_entropy(torch.cat([pos_logit, neg_logit], 1), torch.zeros(len(y), dtype=torch.long))
