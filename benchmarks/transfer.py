@@ -123,13 +123,24 @@ def run(protocol: str, models: str, seed: int) -> dict:
     print(df.round(4).to_string(), flush=True)
     return {m: {c: float(v) for c, v in row.items()} for m, row in df.iterrows()}
 
+def added(res: dict, results: dict) -> dict:
+    "What a merged run adds to a record's history: when, how long, under what load, which models."
+    return {k: res[k] for k in ('date', 'seconds', 'load_average_before_after')} | {'models': list(results)}
+
+def merge_seeds(old: dict, new: dict) -> dict:
+    "A --seeds run's models added to the recorded run with the same seeds, seed by seed and under both policies."
+    if old['seeds'] != new['seeds']: raise SystemExit(f"--merge needs the recorded seeds {old['seeds']}, got {new['seeds']}")
+    runs = [o | {part: o[part] | n[part] for part in ('results', 'results_keep')} for o, n in zip(old['runs'], new['runs'])]
+    return old | {'runs': runs, 'added': old.get('added', []) + [added(new, new['runs'][0]['results'])]}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument('--protocol', default='loo', choices=list(MODELS))
     p.add_argument('--models', default=None, help='comma-separated model names (default: the protocol\'s list)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--merge', action='store_true', help='add these models to the recorded run of the protocol (same split '
-                   'and seed) instead of replacing it; the run records which models were added when')
+                   'and seed, or the same --seeds) instead of replacing it; the run records which models were added when')
     p.add_argument('--seeds', default=None, help='comma-separated seeds: one run per seed, recorded in '
                    'transfer-<protocol>-seeds.json with the mean and spread')
     p.add_argument('--jobs', type=int, default=1, help='with --seeds: run the seeds in this many processes at once (each '
@@ -143,15 +154,15 @@ def main():
     if a.seeds:
         seeds = [int(x) for x in a.seeds.split(',')]
         res = record(jobs=a.jobs, **{k: v for k, v in run_seeds_parallel(a.protocol, models, seeds, a.jobs).items() if k != 'protocol'})
-        write_json(HERE/f'transfer-{a.protocol}-seeds.json', res)
+        out = HERE/f'transfer-{a.protocol}-seeds.json'
+        write_json(out, merge_seeds(json.loads(out.read_text()), res) if a.merge and out.exists() else res)
         return write_markdown()
     res = record(seed=a.seed, results=run(a.protocol, models, a.seed))
     out = HERE/f'transfer-{a.protocol}.json'
     if a.merge and out.exists():
         old = json.loads(out.read_text())
         if old['seed'] != a.seed: raise SystemExit(f"--merge needs the recorded seed {old['seed']}, got {a.seed}")
-        added = {k: res[k] for k in ('date', 'seconds', 'load_average_before_after')} | {'models': list(res['results'])}
-        res = old | {'results': old['results'] | res['results'], 'added': old.get('added', []) + [added]}
+        res = old | {'results': old['results'] | res['results'], 'added': old.get('added', []) + [added(res, res['results'])]}
     write_json(out, res)
     write_markdown()
 
