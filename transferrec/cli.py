@@ -535,7 +535,7 @@ def _add_serve(sub):
     s.add_argument('--host', default='127.0.0.1', help='the address to listen on (0.0.0.0: every interface)')
     s.add_argument('--port', type=int, default=8000, help='the TCP port')
     s.add_argument('--workers', type=int, default=1, help='processes, forked after the run is loaded so they share it (items can be added with 1 only)')
-    s.add_argument('--timeout', type=float, default=10.0, help='seconds a request may take before it is answered 503')
+    s.add_argument('--timeout', type=float, default=10.0, help='seconds a request may wait for and run on the model thread before it is answered 503 (quick recommendations are answered at once)')
     s.add_argument('--no-access-log', action='store_true', help='do not log one line per request')
     s.add_argument('--log-level', default='info', choices=['critical', 'error', 'warning', 'info', 'debug'], help="the server's log level")
     return s

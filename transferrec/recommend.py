@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #b949e582
 from __future__ import annotations
-import collections, contextlib, hashlib, json, math, platform, re, tempfile, time, warnings, zipfile
+import collections, contextlib, functools, hashlib, json, math, platform, re, tempfile, time, warnings, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
@@ -99,8 +99,19 @@ def predict(self: Recommender, frame: pd.DataFrame # rows with user_idx and item
     return self.model.predict(frame)
 
 # %% ../nbs/08_recommend.ipynb #f99c3e40
+def _positions(rec, name: str) -> dict:
+    "Id -> row of `rec.user_index` or `rec.item_index` as a dict, made once per index: a dict finds one id in a fraction of pandas' time."
+    index, cache = getattr(rec, name), rec.__dict__.get('_positions_' + name)
+    if cache is None or cache[0] is not index:
+        cache = (index, dict(zip(index.tolist(), range(len(index)))) if index.is_unique else {})
+        setattr(rec, '_positions_' + name, cache)
+    return cache[1]
+
 def _item_rows(rec, ids) -> np.ndarray:
     "Item indices of catalogue ids; `DataError` naming unknown ones."
+    if isinstance(ids, (list, tuple)):   # the common case: ids of the catalogue's own type, found in the dict
+        rows = _positions(rec, 'item_index')
+        with contextlib.suppress(KeyError, TypeError): return np.array([rows[i] for i in ids], np.int64)
     ids = np.atleast_1d(np.asarray(ids))
     try: pos = rec.item_index.get_indexer(pd.Index(ids).astype(rec.item_index.dtype, copy=False)) if len(ids) else np.zeros(0, int)
     except (ValueError, TypeError, OverflowError): pos = np.full(len(ids), -1)   # '042x' for integer ids: unknown as well
@@ -119,7 +130,8 @@ def _catalogue(rec) -> tuple[np.ndarray, np.ndarray|None]:
 
 def _user_history(rec, user_id) -> np.ndarray:
     "Item indices of a known user's history (training and validation items), oldest first."
-    pos = rec.user_index.get_indexer([user_id])[0]
+    try: pos = _positions(rec, 'user_index')[user_id]
+    except (KeyError, TypeError): pos = rec.user_index.get_indexer([user_id])[0]   # what pandas matches beyond the dict
     if pos < 0: raise DataError(f"unknown user id {user_id!r}; known users look like {rec.user_ids[:3].tolist()}, "
                                 "or recommend for a new user with history=[item ids] or text='...'")
     return np.asarray(rec.histories[pos])
@@ -188,6 +200,12 @@ def _text_scores(rec, text: str) -> np.ndarray:
     while len(kept) > max(1, TEXT_CACHE_BYTES // max(scores.nbytes, 1)): kept.popitem(last=False)
     return scores
 
+@patch
+def knows_text(self: Recommender, text: str) -> bool:
+    "Are the scores of this text kept, so that `recommend(text=...)` runs no text encoder?"
+    cache = getattr(self, '_text_cache', None)
+    return cache is not None and cache[0] is self.items and text in cache[1]
+
 def _check_request(user_id, history, text, k, exclude):
     "A `DataError` naming what is wrong with a recommend request: who it is for, k, and the types of the ids and text."
     if sum(x is not None for x in (user_id, history, text)) != 1: raise DataError("pass exactly one of user_id=, history= or text=")
@@ -218,16 +236,20 @@ def _ranked(rec, user_id, history, text, k: int, exclude_seen: bool, exclude, ex
     else: scores, states = rec.model.score_histories([hist])[0], None
     return (*_top_scores(scores, hist, k, exclude_seen, skip), hist, states)
 
-def _result_frame(rec, top: np.ndarray, top_scores: np.ndarray, hist: np.ndarray, states, explain: bool) -> pd.DataFrame:
-    "The answer of `recommend`: ids, titles and scores, with `because` and `why` when asked to explain."
+def _result_columns(rec, top: np.ndarray, top_scores: np.ndarray, hist: np.ndarray, states, explain: bool) -> dict:
+    "The answer of `recommend` as columns: ids, titles and scores (arrays), with `because` and `why` (lists) when asked to explain."
     ids, titles = _catalogue(rec)
     columns = {'item_id': ids[top], 'title': titles[top] if titles is not None else [None] * len(top), 'score': top_scores}
-    if explain and len(hist):
-        because, why = _explain(rec, hist, top, top_scores, states)
-        columns['because'] = np.empty(len(top), object)
-        for j, b in enumerate(because): columns['because'][j] = b          # lists of ids, one per row
-        columns['why'] = why
+    if explain and len(hist): columns['because'], columns['why'] = _explain(rec, hist, top, top_scores, states)
     elif explain: columns['why'] = ['close to the text you gave'] * len(top)
+    return columns
+
+def _as_frame(columns: dict) -> pd.DataFrame:
+    "Columns of `recommend_columns` as a DataFrame; `because` holds one list of ids per row."
+    if 'because' in columns:
+        because = np.empty(len(columns['because']), object)
+        for j, b in enumerate(columns['because']): because[j] = b
+        columns = {**columns, 'because': because}
     return pd.DataFrame(columns)
 
 # %% ../nbs/08_recommend.ipynb #a2dffb32
@@ -243,11 +265,18 @@ def recommend(self: Recommender,
               explain: bool=True, # add `because` (the history items that drove each item) and `why` (in words)
              ) -> pd.DataFrame:
     "Top-`k` items with title, score, the history items that drove them and why, in words."
+    return _as_frame(self.recommend_columns(user_id, history, text, k, exclude_seen, exclude, explain))
+
+@patch
+@torch.inference_mode()
+def recommend_columns(self: Recommender, user_id=None, history: list|None=None, text: str|None=None, k: int=10,
+                      exclude_seen: bool=True, exclude: list|None=None, explain: bool=True) -> dict:
+    "`recommend` as plain columns, without a DataFrame: item_id, title, score (arrays), because, why (lists); what a service answers from."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
     _check_request(user_id, history, text, k, exclude)
     top, top_scores, hist, states = _ranked(self, user_id, history, text, k, exclude_seen, exclude, explain)
     if not np.isfinite(top_scores).all(): raise DataError("the model produced non-finite scores; retrain it (the saved weights may be corrupt)")
-    return _result_frame(self, top, top_scores, hist, states, explain)
+    return _result_columns(self, top, top_scores, hist, states, explain)
 
 # %% ../nbs/08_recommend.ipynb #6a0c4f3e
 REASON_WINDOW = 12     # the most recent history items tried one by one as reasons; the earlier ones form one block
@@ -304,17 +333,25 @@ def _packed_removals(n: int, # the history's length (at most the model's window)
     allowed = ((variant[None] == variant[:, None]) & (places[None] <= places[:, None])) | ((variant[None] == 0) & (places[None] < seen[:, None]))
     return rows, places, np.where(allowed, 0.0, -np.inf).astype(np.float32), np.array(ends)
 
+@functools.lru_cache(maxsize=4096)
+def _packed_tensors(n: int, start: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]:
+    "`_packed_removals` with the positions, mask and ends as tensors, made once per history length and start."
+    rows, places, mask, ends = _packed_removals(n, start)
+    return rows, torch.from_numpy(places), torch.from_numpy(mask), torch.from_numpy(ends)
+
 @torch.inference_mode()
 def _removal_states(model: SequentialRecommender, hist: np.ndarray, start: int) -> np.ndarray:
     "User states after `hist`, after it without each item from `start` on, and after hist[start:] alone: [1 + units, dim]."
     net = model.net
     if net.training: net.eval()
-    rows, places, mask, ends = _packed_removals(len(hist), start)
+    rows, places, mask, ends = _packed_tensors(len(hist), start)
     with torch_threads(model.num_threads):   # every op: a second thread on tensors this small only waits (16 ms on a busy machine)
         E = torch.from_numpy(model.item_matrix())
-        x = E[torch.from_numpy(hist[rows])] * math.sqrt(E.shape[1]) + net.pos.weight[torch.from_numpy(places)]
-        h = net.norm(net.transformer(net.drop(x)[None], mask=torch.from_numpy(mask)))[0]
-        return h[torch.from_numpy(ends)].numpy()
+        x = E[torch.from_numpy(hist[rows])] * math.sqrt(E.shape[1]) + net.pos.weight[places]
+        h = net.drop(x)[None]
+        for layer in net.transformer.layers: h = layer(h, src_mask=mask)   # the encoder's own forward would compare the
+        if net.transformer.norm is not None: h = net.transformer.norm(h)   # mask with a fresh causal one on every call
+        return net.norm(h)[0][ends].numpy()
 
 def _packs(model, hist: np.ndarray) -> bool:
     "Does `_removal_states` read this model and history (a sequential model, a history within its window)?"

@@ -118,7 +118,7 @@ class Service:
     "The recommender behind the HTTP API: loaded once per process, used from one model thread, with titles by id."
     def __init__(self,
                  source: str|Path|Recommender, # a run folder (loaded in the background by `start`) or a trained Recommender
-                 timeout: float=10.0, # seconds a request may take, waiting for the model thread included
+                 timeout: float=10.0, # seconds a request may wait for and run on the model thread (those answered at once take milliseconds)
                  allow_changes: bool=True, # may POST /items and /items/save change the catalogue (one worker only)
                  save_to: str|Path|None=None, # where /items/save writes; default: the run folder it was loaded from
                 ):
@@ -126,6 +126,7 @@ class Service:
         self.source, self.timeout, self.allow_changes = source, float(timeout), allow_changes
         self.save_to = Path(save_to) if save_to else (None if self.rec is not None else Path(source))
         self.pool, self.loading, self._unit, self._similar = None, None, None, None
+        self.model_lock = threading.Lock()   # held by whoever uses the model: the model thread, or the event loop at once
 
     def start(self) -> 'Service':
         "Start the model thread; it loads the run (when given a folder) and warms the model up."
@@ -151,10 +152,18 @@ class Service:
         if not self.loading.done(): return "the model is still loading; retry when GET /ready answers 200"
         return f"the model failed to load: {self.loading.exception()}"
 
-    async def call(self, fn, *args, timeout: float|None=None):
-        "Run `fn(*args)` on the model thread; 503 when not ready or past the timeout."
+    def _locked(self, fn, *args):
+        with self.model_lock: return fn(*args)
+
+    async def call(self, fn, *args, timeout: float|None=None,
+                   at_once: bool=False, # a call of milliseconds: run it here, in the caller's thread, when the model is free
+                  ):
+        "Run `fn(*args)` on the model thread (or at once, see `at_once`); 503 when not ready or past the timeout."
         if not self.ready: raise RequestError(self.not_ready(), 503)
-        job = asyncio.wrap_future(self.pool.submit(fn, *args))
+        if at_once and self.model_lock.acquire(blocking=False):
+            try: return fn(*args)
+            finally: self.model_lock.release()
+        job = asyncio.wrap_future(self.pool.submit(self._locked, fn, *args))
         try: return await asyncio.wait_for(job, timeout or self.timeout)
         except asyncio.TimeoutError:   # a job still queued is cancelled; one already running finishes, unseen
             raise RequestError(f"the request took longer than the {timeout or self.timeout:g} s limit; retry, or ask for fewer items", 503) from None
@@ -165,20 +174,21 @@ class Service:
 
 # %% ../nbs/11_serve.ipynb #5e7a0c20
 @patch
-def rows(self: Service, df: pd.DataFrame) -> list[dict]:
-    "Recommendations as JSON rows: id, title, score, `because` items with their titles, and `why` in words."
+def rows(self: Service, columns) -> list[dict]:
+    "Recommendations (`Recommender.recommend_columns`, or its DataFrame) as JSON rows: id, title, score, `because` items with titles, `why`."
     titles = self.rec.item_titles()
-    out = [{'item_id': i, 'title': titles.get(i), 'score': s} for i, s in zip(df['item_id'].tolist(), df['score'].tolist())]
-    if 'because' in df:
-        for row, because in zip(out, df['because']): row['because'] = [{'item_id': i, 'title': titles.get(i)} for i in because]
-    if 'why' in df:
-        for row, why in zip(out, df['why'].tolist()): row['why'] = why
+    plain = lambda name: columns[name].tolist() if hasattr(columns[name], 'tolist') else list(columns[name])
+    out = [{'item_id': i, 'title': titles.get(i), 'score': s} for i, s in zip(plain('item_id'), plain('score'))]
+    if 'because' in columns:
+        for row, because in zip(out, columns['because']): row['because'] = [{'item_id': i, 'title': titles.get(i)} for i in because]
+    if 'why' in columns:
+        for row, why in zip(out, plain('why')): row['why'] = why
     return out
 
 # %% ../nbs/11_serve.ipynb #5e7a0c23
 @patch
 def recommend(self: Service, req: RecommendRequest) -> dict:
-    "Answer POST /recommend (on the model thread)."
+    "Answer POST /recommend (on the model thread, or at once on the event loop when it takes milliseconds)."
     rec = self.rec
     given = [n for n in ('user_id', 'history', 'text') if getattr(req, n) is not None]
     if len(given) != 1: raise DataError(f"send exactly one of user_id, history or text; got {' and '.join(given) or 'none'}")
@@ -186,7 +196,7 @@ def recommend(self: Service, req: RecommendRequest) -> dict:
     elif req.history is not None: who = {'history': parse_ids(req.history, rec.item_index, 'item')}
     else: who = {'text': req.text}
     exclude = parse_ids(req.exclude, rec.item_index, 'item') or None
-    return {'items': self.rows(rec.recommend(**who, k=req.k, exclude_seen=req.exclude_seen, exclude=exclude, explain=req.explain))}
+    return {'items': self.rows(rec.recommend_columns(**who, k=req.k, exclude_seen=req.exclude_seen, exclude=exclude, explain=req.explain))}
 
 # %% ../nbs/11_serve.ipynb #5e7a0c26
 @patch
@@ -197,15 +207,14 @@ def similar(self: Service, item_id, k: int=10) -> dict:
     row = rec.item_index.get_indexer([iid])[0]
     if row < 0: raise RequestError(f"unknown item id {_short(iid)}: not in the catalogue of {len(rec.items)} items", 404)
     item = {'item_id': iid, 'title': self.rec.item_titles().get(iid)}
-    if not supports_index(rec.model): return {'item': item, 'items': self.rows(rec.recommend(history=[iid], k=k, explain=False))}
+    if not supports_index(rec.model): return {'item': item, 'items': self.rows(rec.recommend_columns(history=[iid], k=k, explain=False))}
     if self._unit is None or len(self._unit) != len(rec.items):
         m = rec.model.item_matrix()
         self._unit = (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)).astype(np.float32)
         self._similar = VectorIndex(self._unit)
     scores, found = self._similar.search(self._unit[row:row + 1], k, exclude=[[row]])
     keep = found[0] >= 0
-    df = pd.DataFrame({'item_id': rec.items['item_id'].to_numpy()[found[0][keep]], 'score': scores[0][keep]})
-    return {'item': item, 'items': self.rows(df)}
+    return {'item': item, 'items': self.rows({'item_id': rec.items['item_id'].to_numpy()[found[0][keep]], 'score': scores[0][keep]})}
 
 # %% ../nbs/11_serve.ipynb #5e7a0c29
 @patch
@@ -326,7 +335,7 @@ _ERRORS = {status: {'model': ErrorBody, 'description': what} for status, what in
     (415, 'the body is not sent as JSON'), (422, 'a wrong type or a value out of range'), (503, 'the model is still loading, or the request timed out')]}
 
 def create_app(source: str|Path|Recommender, # a run folder or a trained Recommender
-               timeout: float=10.0, # seconds a request may take, waiting for the model included
+               timeout: float=10.0, # seconds a request may wait for and run on the model thread
                max_body_bytes: int=1_000_000, # the largest request body accepted
                allow_changes: bool=True, # may POST /items and /items/save change the catalogue (one worker only)
                save_to: str|Path|None=None, # where /items/save writes; default: the run folder given as source
@@ -347,12 +356,13 @@ def create_app(source: str|Path|Recommender, # a run folder or a trained Recomme
 
 # %% ../nbs/11_serve.ipynb #5e7a0c32
 def add_routes(app: FastAPI, service: Service):
-    "The endpoints, each running its work on the service's model thread."
+    "The endpoints, each running its work on the service's model thread (or at once, for a quick recommendation)."
     @app.post('/recommend', response_model=Recommendations, summary='Top-k items for a known user, a history or a text',
               openapi_extra=json_body(RecommendRequest))
     async def recommend(request: Request):   # the hot path: the body is parsed by `parse_body`, in one pass
         req = parse_body(await request.body(), request.headers.get('content-type'), RecommendRequest)
-        return JSONResponse(await service.call(service.recommend, req))
+        fast = service.ready and (req.text is None or service.rec.knows_text(req.text))   # no text encoder to run: milliseconds
+        return JSONResponse(await service.call(service.recommend, req, at_once=fast))
 
     @app.get('/items/{item_id}/similar', response_model=SimilarItems, summary='The items closest to one item')
     async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K, description='how many items')]=10):
@@ -425,7 +435,7 @@ def serve(run: str|Path, # a run folder written by `Recommender.save` or `transf
           host: str='127.0.0.1', # the address to listen on; 0.0.0.0 opens the service to the network
           port: int=8000, # the TCP port
           workers: int=1, # processes, forked after the run is loaded so they share it; only one worker may add items
-          timeout: float=10.0, # seconds a request may take
+          timeout: float=10.0, # seconds a request may wait for and run on the model thread
           max_body_bytes: int=1_000_000, # the largest request body accepted
           access_log: bool=True, # log one line per request
           log_level: str='info', # uvicorn's log level
