@@ -319,16 +319,28 @@ def first_reaching_target(sweep: dict):
     ok = [p for p, r in sweep.items() if r['recall@10'] >= T['index_recall']]
     return min(ok) if ok else max(sweep)
 
+def realistic(n: int, seed: int, kind: str='gaussian') -> np.ndarray:
+    "Vectors as hard as real text vectors: `benchmarks/scale.py`'s generator (the ml-100k MiniLM vectors' mean and covariance)."
+    from scale import Generator, real_vectors
+    gen = Generator(real_vectors(), kind)
+    return np.concatenate([gen(min(100_000, n - s), [seed, s]) for s in range(0, n, 100_000)])
+
 def bench_catalogue(a) -> dict:
-    "transferrec.retrieval indexes on a synthetic catalogue of 1,000,000 x 384 vectors (200,000 with --quick)."
+    "transferrec.retrieval indexes on a synthetic catalogue of 1,000,000 x 384 realistic vectors (200,000 with --quick)."
     from transferrec.retrieval import faiss_available
     n, d = (200_000 if a.quick else 1_000_000), 384
     t0 = time.perf_counter()
-    items = clustered(n, d, seed=0)
-    queries = user_queries(items, 200, seed=1)
-    out = {'items': n, 'dim': d, 'structure': '50 topics -> clusters of ~100 items -> items (unit vectors, noise 1.0)',
-           'query_model': 'unit(sum of 3 random catalogue items + noise)', 'queries': len(queries), 'k': 10,
-           'generate_seconds': time.perf_counter() - t0}
+    if a.catalogue_vectors == 'clustered':
+        items, queries = clustered(n, d, seed=0), None
+        queries = user_queries(items, 200, seed=1)
+        structure, query_model = '50 topics -> clusters of ~100 items -> items (unit vectors, noise 1.0)', 'unit(sum of 3 random catalogue items + noise)'
+    else:
+        items, queries = realistic(n, 0, a.catalogue_vectors), realistic(200, 1, a.catalogue_vectors)
+        structure = {'gaussian': 'drawn from a Gaussian with the mean and covariance of the ml-100k MiniLM item vectors',
+                     'real+noise': 'ml-100k MiniLM item vectors plus noise from their Gaussian (half its spread)'}[a.catalogue_vectors]
+        query_model = 'drawn the same way'
+    out = {'items': n, 'dim': d, 'vectors': a.catalogue_vectors, 'structure': structure, 'query_model': query_model,
+           'queries': len(queries), 'k': 10, 'generate_seconds': time.perf_counter() - t0}
     if faiss_available():
         import faiss; faiss.omp_set_num_threads(torch.get_num_threads())
     res, truth = exact_indexes(items, queries)

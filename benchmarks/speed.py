@@ -4,7 +4,8 @@ Sections (all by default; pick some with --only a,b):
   encoding     encode_texts (fp32 and int8) vs sentence-transformers on the ml-100k item texts, and the quality of int8
   finetune     training throughput of every strategy; the cross-encoder with dynamic padding vs padding to 512 tokens
   serving      Recommender.recommend latency for one user, and scoring + ranking all 943 users (ml-100k)
-  catalogue    transferrec.retrieval indexes on a synthetic 1,000,000 x 384 catalogue (200,000 with --quick)
+  catalogue    transferrec.retrieval indexes on a synthetic 1,000,000 x 384 catalogue (200,000 with --quick), realistic
+               vectors by default (--catalogue-vectors; see benchmarks/scale.py)
   data         load_csv + clean + split of a synthetic 20,000,000-interaction CSV (2,000,000 with --quick), in a subprocess
   distributed  tests/test_distributed.py's two-tower run: one process vs torchrun with two gloo processes
 
@@ -30,6 +31,8 @@ def options(argv=None) -> tuple[argparse.Namespace, tuple]:
     p.add_argument('--only', default=None, help=f"comma-separated sections of {', '.join(SECTIONS + ON_REQUEST)}")
     p.add_argument('--threads', type=int, default=1, help='torch (and FAISS) threads for every section')
     p.add_argument('--hnsw-items', type=int, default=200_000, help='items in the HNSW index (its build is slow on 2 cores)')
+    p.add_argument('--catalogue-vectors', default='gaussian', choices=['gaussian', 'real+noise', 'clustered'],
+                   help="catalogue: realistic vectors (the real MiniLM vectors' Gaussian, or real vectors plus noise) or the older clean clusters")
     p.add_argument('--data-dir', default=str(Path(tempfile.gettempdir())/'transferrec-bench'), help='where the synthetic CSV is written once')
     p.add_argument('--data-protocol', default='random', choices=['random', 'loo', 'cold'])
     p.add_argument('--out', default=str(HERE), help='folder for results.json and results.md')

@@ -124,3 +124,21 @@ def test_ivfpq_rescores_exactly_and_builds_from_shards(vecs):
     with pytest.raises(DataError, match='more than n_items'): VectorIndex.from_shards(parts, items, len(items) - 1, kind='exact')
     exact = VectorIndex.from_shards(parts, items[:5], len(items), kind='exact')
     assert (exact.search(q, 10)[1] == truth).all()
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+@pytest.mark.parametrize('dtype', ['float32', 'float16'])
+def test_hnsw_from_shards_holds_only_the_shards(vecs, dtype):
+    items, q = vecs
+    truth = VectorIndex(items, kind='exact').search(q, 10)[1]
+    sample = clustered(500, seed=7)                                  # not part of the catalogue: must not be searchable
+    ix = VectorIndex.from_shards(np.array_split(items, 3), sample, len(items), kind='hnsw', dtype=dtype, ef_search=256)
+    assert ix.index.ntotal == len(items)
+    assert recall_at_k(ix.search(q, 10)[1], truth) >= 0.9
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_ivfpq_train_iterations_reach_faiss(vecs):
+    import faiss
+    items, q = vecs
+    ix = VectorIndex(items, kind='ivfpq', nlist=30, pq_m=12, train_iterations=3, train_size=len(items))
+    assert faiss.extract_index_ivf(ix.index).cp.niter == 3
+    assert recall_at_k(ix.search(q, 10)[1], VectorIndex(items, kind='exact').search(q, 10)[1]) >= 0.5

@@ -60,6 +60,7 @@ class VectorIndex:
                  pq_m: int|None=None, # ivfpq: sub-quantizers of 4 bits each; None: dim // 4
                  k_factor: int=16, # ivfpq: candidates re-scored exactly, as a multiple of k
                  refine: str='flat', # ivfpq: re-scoring store: "flat" (exact: the vectors in `dtype`), "sq8"/"sq6" (8/6-bit), "none"
+                 train_iterations: int=25, # ivfpq: k-means iterations (FAISS's default 25; fewer for a quicker build of many cells)
                 ):
         if kind not in INDEX_KINDS: raise DataError(f"unknown index kind {kind!r}; choose one of {list(INDEX_KINDS)}")
         if dtype not in ('float32', 'float16'): raise DataError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
@@ -73,7 +74,8 @@ class VectorIndex:
             faiss = _faiss()
             if kind == 'ivf': self._build_ivf(faiss, x, nlist, nprobe, train_size, seed)
             elif kind == 'ivfpq':
-                self._build_ivfpq(faiss, _train_sample(x, self.nlist_for(nlist), train_size, seed), nlist, nprobe, pq_m, k_factor, refine)
+                self._build_ivfpq(faiss, _train_sample(x, self.nlist_for(nlist), train_size, seed), nlist, nprobe, pq_m, k_factor, refine,
+                                  train_iterations)
                 self.index.add(x)
             else: self._build_hnsw(faiss, x, hnsw_m, ef_construction, ef_search)
         self.build_seconds = time.perf_counter() - t0
@@ -209,14 +211,16 @@ def _build_ivf(self: VectorIndex,
 def _build_hnsw(self: VectorIndex,
                 faiss, # the faiss module
                 x: np.ndarray, # [n_items, dim] float32 item vectors
-                hnsw_m, ef_construction, ef_search): # as given to `VectorIndex`
+                hnsw_m, ef_construction, ef_search, # as given to `VectorIndex`
+                add: bool=True, # add `x` to the graph (False: `x` is only a training sample, as in `from_shards`)
+               ):
     "Build the HNSW graph over `x`."
     ip = faiss.METRIC_INNER_PRODUCT
     self.index = (faiss.IndexHNSWSQ(self.dim, faiss.ScalarQuantizer.QT_fp16, hnsw_m, ip) if self.dtype == 'float16'
                   else faiss.IndexHNSWFlat(self.dim, hnsw_m, ip))
     self.index.hnsw.efConstruction = int(ef_construction)
     if self.dtype == 'float16': self.index.train(x[:min(len(x), 10_000)])
-    self.index.add(x)
+    if add: self.index.add(x)
     self.index.hnsw.efSearch = self.ef_search = int(ef_search)
 
 # %% ../nbs/07_retrieval.ipynb #08e5ff30
@@ -231,7 +235,7 @@ def recall_at_k(found: np.ndarray, # [n_queries, k] item indices returned by an 
 def _build_ivfpq(self: VectorIndex,
                  faiss, # the faiss module
                  sample: np.ndarray, # [n, dim] float32 training vectors
-                 nlist, nprobe, pq_m, k_factor, refine='flat'): # as given to `VectorIndex`
+                 nlist, nprobe, pq_m, k_factor, refine='flat', train_iterations=25): # as given to `VectorIndex`
     "Train an IVF index over 4-bit PQ codes (fast scan) with a re-scoring layer; vectors are added after."
     self.nlist, self.pq_m = self.nlist_for(nlist), int(pq_m or max(1, self.dim // 4))
     if self.dim % self.pq_m: raise DataError(f"pq_m={self.pq_m} does not divide the dimension {self.dim}; pass a divisor, e.g. {self.dim // 4}")
@@ -240,6 +244,7 @@ def _build_ivfpq(self: VectorIndex,
     coarse = f"IVF{self.nlist}_HNSW32" if self.nlist >= 8192 else f"IVF{self.nlist}"   # many cells: find them with a graph
     self.refine = refine
     self.index = faiss.index_factory(self.dim, ','.join(x for x in (coarse, f"PQ{self.pq_m}x4fs", stores[refine]) if x), faiss.METRIC_INNER_PRODUCT)
+    faiss.extract_index_ivf(self.index).cp.niter = int(train_iterations)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         self.index.train(sample)
@@ -255,7 +260,7 @@ def from_shards(cls: VectorIndex,
                 n_items: int, # the rows of all shards together
                 kind: str='auto', # as in `VectorIndex`; auto: exact below AUTO_THRESHOLD items, else ivfpq
                 dtype: str='float32', # as in `VectorIndex`
-                **options, # nlist, nprobe, pq_m, k_factor, refine, hnsw_m, ef_construction, ef_search, block
+                **options, # nlist, nprobe, pq_m, k_factor, refine, train_iterations, hnsw_m, ef_construction, ef_search, block
                ) -> VectorIndex:
     "An index trained on `sample` and filled shard by shard."
     sample = _matrix(sample, 'sample')
@@ -266,10 +271,9 @@ def from_shards(cls: VectorIndex,
     if kind == 'exact': store = np.empty((self.n_items, self.dim), np.float16 if dtype == 'float16' else np.float32)
     elif kind == 'ivfpq':
         self._build_ivfpq(_faiss(), sample, options.get('nlist'), options.get('nprobe'), options.get('pq_m'), options.get('k_factor', 16),
-                          options.get('refine', 'flat'))
-    else:
-        self._build_hnsw(_faiss(), sample, options.get('hnsw_m', 32), options.get('ef_construction', 200), options.get('ef_search', 128))
-        self.index.reset()   # trained (float16) on the sample; the vectors come from the shards
+                          options.get('refine', 'flat'), options.get('train_iterations', 25))
+    else:   # trained (float16) on the sample; the graph holds only the shards' vectors
+        self._build_hnsw(_faiss(), sample, options.get('hnsw_m', 32), options.get('ef_construction', 200), options.get('ef_search', 128), add=False)
     start = 0
     for shard in shards:
         x = _matrix(shard() if callable(shard) else shard, 'shard')
