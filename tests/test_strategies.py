@@ -20,9 +20,12 @@ def data():
     return split(synthetic(n_users=80, n_items=60, interactions_per_user=12, seed=4), 'loo')
 
 
-@pytest.fixture(scope='module', params=['two-tower', 'cross-encoder'])
+ITEMS_TOWER = dict(user_tower='items', trainable_layers=1, hard_negatives=8, item_residual=True, refresh_steps=5)
+
+@pytest.fixture(scope='module', params=['two-tower', 'two-tower-items', 'cross-encoder'])
 def fitted(request, tiny_bert, data):
     if request.param == 'two-tower': rec = Recommender('two-tower', model=tiny_bert, **TOWER)
+    elif request.param == 'two-tower-items': rec = Recommender('two-tower', model=tiny_bert, **TOWER, **ITEMS_TOWER)
     else: rec = Recommender('cross-encoder', model=tiny_bert, retriever={'strategy': 'two-tower', 'model': tiny_bert, **TOWER}, **RERANK)
     return rec.fit(data)
 

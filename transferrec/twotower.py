@@ -19,10 +19,11 @@ from .data import Split, item_text, split_fingerprint
 from .encoders import Encoder, load_encoder, encode_texts, pool
 
 # %% auto #0
-__all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_GPU', 'item_titles', 'history_text', 'next_item_pairs', 'info_nce',
-           'DualEncoder', 'PairDataset', 'PairCollator', 'training_args', 'scratch_dir', 'freeze_layers', 'KeepBest',
-           'ValidatingTrainer', 'check_checkpoint', 'last_checkpoint', 'TwoTowerTrainer', 'require_positive',
-           'TrainerStrategy', 'StopOnSignal', 'TwoTowerRecommender', 'plot_curve']
+__all__ = ['TRAINER_STATE', 'TWO_TOWER_TUTORIAL', 'TWO_TOWER_TEXT_HISTORY', 'TWO_TOWER_GPU', 'item_titles', 'history_text',
+           'next_item_pairs', 'info_nce', 'DualEncoder', 'PairDataset', 'PairCollator', 'training_args', 'scratch_dir',
+           'freeze_layers', 'KeepBest', 'ValidatingTrainer', 'check_checkpoint', 'last_checkpoint', 'TwoTowerTrainer',
+           'require_positive', 'TrainerStrategy', 'StopOnSignal', 'TwoTowerRecommender', 'plot_curve', 'HistoryDataset',
+           'collate_histories', 'CatalogueTwoTower', 'CatalogueTrainer']
 
 # %% ../nbs/06a_two_tower.ipynb #941f59a1
 def item_titles(items: pd.DataFrame # the item table of a dataset
@@ -476,7 +477,8 @@ class TwoTowerRecommender(TrainerStrategy):
                  model: str|None=None, # encoder: HF name or local path (default: offline all-MiniLM-L6-v2)
                  pretrained: bool=True, # False: the same architecture with random weights (the ablation)
                  pooling: str|None=None, # "mean", "cls" or "last"; None: the encoder's default (mean for BERT)
-                 history_items: int=10, # the user text holds the titles of this many most recent items
+                 user_tower: str='text', # "text": the encoder reads the history titles; "items": a weighted mean of item vectors
+                 history_items: int=10, # the user is described by this many most recent items
                  user_max_length: int=128, # tokens of the user text
                  item_max_length: int=64, # tokens of an item text
                  temperature: float=0.05, # softmax temperature
@@ -500,11 +502,21 @@ class TwoTowerRecommender(TrainerStrategy):
                  output_dir: str|None=None, # Trainer scratch folder; None: a temporary folder
                  num_threads: int|None=None, # torch CPU threads while training and scoring; None: torch's default
                  progress: bool=True, # show progress bars
+                 item_bias: bool=True, # "items" only: a learned score offset per item (popularity)
+                 item_residual: bool=False, # "items" only: a learned vector per item added to its text vector
+                 hard_negatives: int=0, # "items" only: highest-scored wrong items per batch re-encoded with gradients
+                 refresh_steps: int=100, # "items" only: re-encode the catalogue's cached vectors every this many steps
+                 head_lr: float=1e-2, # "items" only: learning rate of position weights, item biases and residuals
                 ):
         require_positive(history_items=history_items, user_max_length=user_max_length, item_max_length=item_max_length,
-                         batch_size=batch_size, eval_steps=eval_steps)
+                         batch_size=batch_size, eval_steps=eval_steps, refresh_steps=refresh_steps)
         if not temperature > 0: raise DataError(f"temperature must be positive, got {temperature!r}")
+        if user_tower not in ('text', 'items'): raise DataError(f"user_tower must be 'text' or 'items', got {user_tower!r}")
+        if isinstance(hard_negatives, bool) or not isinstance(hard_negatives, (int, np.integer)) or hard_negatives < 0:
+            raise DataError(f"hard_negatives must be a non-negative integer, got {hard_negatives!r}")
         self.config = dict(model=None if model is None else str(model), pretrained=pretrained, pooling=pooling,
+                           user_tower=user_tower, item_bias=item_bias, item_residual=item_residual,
+                           hard_negatives=hard_negatives, refresh_steps=refresh_steps, head_lr=head_lr,
                            history_items=history_items, user_max_length=user_max_length,
                            item_max_length=item_max_length, temperature=temperature, logq=logq, lr=lr,
                            weight_decay=weight_decay, warmup_steps=warmup_steps, batch_size=batch_size,
@@ -518,7 +530,7 @@ class TwoTowerRecommender(TrainerStrategy):
     def __repr__(self):
         c = self.config
         return (f"TwoTowerRecommender(model={c['model'] or 'all-MiniLM-L6-v2'}, pretrained={c['pretrained']}, "
-                f"tau={c['temperature']}, logq={c['logq']}, batch={c['batch_size']}, "
+                f"user_tower={c['user_tower']!r}, tau={c['temperature']}, logq={c['logq']}, batch={c['batch_size']}, "
                 f"{'fitted' if getattr(self, 'item_vectors_', None) is not None else 'not fitted'})")
 
 # %% ../nbs/06a_two_tower.ipynb #9c3e6a14
@@ -547,6 +559,7 @@ def _encode(self: TwoTowerRecommender, texts, max_length):
 @patch
 def refresh_items(self: TwoTowerRecommender) -> np.ndarray:
     "Re-encode the catalogue with the current weights: the cached item vectors [n_items, dim]."
+    if self.config['user_tower'] == 'items' and getattr(self, 'head', None) is not None: return self.read_head()
     self.item_vectors_ = self._encode(self._item_texts, self.config['item_max_length'])
     return self.item_vectors_
 
@@ -558,8 +571,17 @@ def _check_fitted(self: TwoTowerRecommender):
 @patch
 def user_vectors(self: TwoTowerRecommender, histories: list # item index sequences, oldest first
                 ) -> np.ndarray:
-    "Normalised user-tower vectors of histories [len, dim]."
+    "User-tower vectors of histories [len, dim]: normalised, or for `user_tower='items'` scaled by 1/temperature and with a 1 for the item bias."
     self._check_fitted()
+    if self.config['user_tower'] == 'items':
+        n = len(self.position_logits_)
+        w = np.exp(self.position_logits_ - self.position_logits_.max())
+        users = np.zeros((len(histories), self.item_vectors_.shape[1]), np.float32)
+        for r, h in enumerate(histories):
+            recent = np.asarray(h, dtype=np.int64)[::-1][:n]
+            users[r] = w[:len(recent)] @ self.item_vectors_[recent]
+        users /= np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
+        return self.with_bias_column(users)
     texts = [history_text(self._titles, h, self.config['history_items']) for h in histories]
     return self._encode(texts, self.config['user_max_length'])
 
@@ -567,7 +589,8 @@ def user_vectors(self: TwoTowerRecommender, histories: list # item index sequenc
 @patch
 def score_histories(self: TwoTowerRecommender, histories: list # item index sequences, oldest first
                    ) -> np.ndarray:
-    "Cosine scores of every item after each history: [len(histories), n_items]."
+    "Scores of every item after each history: [len(histories), n_items]."
+    if self.config['user_tower'] == 'items': return self.user_vectors(histories) @ self.item_matrix().T
     return self.user_vectors(histories) @ self.item_vectors_.T
 
 @patch
@@ -585,6 +608,8 @@ def score_text(self: TwoTowerRecommender, text: str # a description of the user,
     "Scores of every item for a user described only by text: [n_items]."
     self._check_fitted()
     if not isinstance(text, str): raise DataError(f"text must be a string, got {type(text).__name__}")
+    if self.config['user_tower'] == 'items':   # the text read as one item the user liked
+        return (self.with_bias_column(self._encode([text], self.config['item_max_length'])) @ self.item_matrix().T)[0]
     return (self._encode([text], self.config['user_max_length']) @ self.item_vectors_.T)[0]
 
 # %% ../nbs/06a_two_tower.ipynb #0686b7e2
@@ -604,6 +629,10 @@ def train_on(self: TwoTowerRecommender, split: Split, # the split to train on (i
     tok = self.encoder.tokenizer
     self.split, self.history = split, []
     self.read_items(split.dataset.items)
+    if c['user_tower'] == 'items':
+        self.train_catalogue(split, checkpoint)
+        self.encoder.model.eval(); self.refresh_items()
+        return self
     histories = split.histories('valid')
     users, pos = next_item_pairs(histories, c['max_pairs'], c['seed'])
     targets = np.array([histories[u][t] for u, t in zip(users, pos)], dtype=np.int64)
@@ -647,6 +676,8 @@ def add_items(self: TwoTowerRecommender, items: pd.DataFrame # new rows of the i
     titles, texts = item_titles(items), item_text(items, self.config['template'])
     self._titles, self._item_texts = self._titles + titles, self._item_texts + texts
     self.item_vectors_ = np.concatenate([self.item_vectors_, self._encode(texts, self.config['item_max_length'])])
+    if self.config['user_tower'] == 'items':   # no interactions yet: the median item's popularity offset
+        self.item_bias_ = np.concatenate([self.item_bias_, np.full(len(texts), np.median(self.item_bias_), np.float32)])
     return self
 
 @patch
@@ -655,6 +686,8 @@ def save_state(self: TwoTowerRecommender, folder: Path): # an empty folder to wr
     self._check_fitted()
     self.encoder.model.save_pretrained(folder/'encoder'); self.encoder.tokenizer.save_pretrained(folder/'encoder')
     np.save(folder/'item_vectors.npy', self.item_vectors_)
+    if self.config['user_tower'] == 'items':
+        np.save(folder/'item_bias.npy', self.item_bias_); np.save(folder/'position_logits.npy', self.position_logits_)
 
 @patch
 def restore_state(self: TwoTowerRecommender, folder: Path, items: pd.DataFrame): # the run folder, its item table
@@ -663,17 +696,242 @@ def restore_state(self: TwoTowerRecommender, folder: Path, items: pd.DataFrame):
     self.encoder = load_encoder(folder/'encoder', pooling=self.config['pooling'])
     self.encoder.model.eval()
     self.item_vectors_ = np.load(folder/'item_vectors.npy', allow_pickle=False)
+    if self.config['user_tower'] == 'items':
+        require_files(folder, 'two-tower', 'item_bias.npy', 'position_logits.npy')
+        self.item_bias_ = np.load(folder/'item_bias.npy', allow_pickle=False)
+        self.position_logits_ = np.load(folder/'position_logits.npy', allow_pickle=False)
     self._titles, self._item_texts = item_titles(items), item_text(items, self.config['template'])
 
 @patch
 def item_matrix(self: TwoTowerRecommender) -> np.ndarray:
-    "The cached, normalised item-tower vectors [n_items, dim]."
+    "The cached item-tower vectors [n_items, dim]: normalised, or for `user_tower='items'` with the item bias as a last column."
     self._check_fitted()
+    if self.config['user_tower'] == 'items': return np.concatenate([self.item_vectors_, self.item_bias_[:, None]], axis=1)
+    return self.item_vectors_
+
+@patch
+def with_bias_column(self: TwoTowerRecommender, users: np.ndarray # [B, d] normalised user vectors
+                    ) -> np.ndarray:
+    "User vectors divided by the temperature, with a column of ones that meets the item bias: [B, d + 1]."
+    return np.concatenate([users / self.config['temperature'], np.ones((len(users), 1), np.float32)], axis=1).astype(np.float32)
+
+# %% ../nbs/06a_two_tower.ipynb #e8a98975
+class HistoryDataset(torch.utils.data.Dataset):
+    "(history, next item) pairs as item indices: the last items before the target (most recent first) and all items before it."
+    def __init__(self, histories: list, # each user's item indices, oldest first
+                 users: np.ndarray, positions: np.ndarray, # the pairs: target `histories[u][t]`, history `histories[u][:t]`
+                 history_items: int): # how many recent items describe the user
+        self.histories, self.users, self.positions, self.n = histories, users, positions, history_items
+    def __len__(self): return len(self.users)
+    def __getitem__(self, i):
+        h = self.histories[self.users[i]]; t = int(self.positions[i])
+        return {'recent': h[:t][::-1][:self.n], 'seen': h[:t], 'target': int(h[t])}
+
+def collate_histories(features: list[dict]) -> dict:
+    "Pad recent items with -1 (most recent first) and list the (row, item) cells of every seen item."
+    n = max(1, max(len(f['recent']) for f in features))
+    recent = torch.full((len(features), n), -1, dtype=torch.long)
+    for r, f in enumerate(features): recent[r, :len(f['recent'])] = torch.from_numpy(np.array(f['recent'], dtype=np.int64))
+    rows = np.concatenate([np.full(len(f['seen']), r) for r, f in enumerate(features)] + [np.zeros(0, np.int64)])
+    cols = np.concatenate([np.asarray(f['seen'], dtype=np.int64) for f in features] + [np.zeros(0, np.int64)])
+    return {'recent': recent, 'seen_rows': torch.from_numpy(rows.astype(np.int64)), 'seen_cols': torch.from_numpy(cols),
+            'targets': torch.tensor([f['target'] for f in features], dtype=torch.long)}
+
+# %% ../nbs/06a_two_tower.ipynb #b526b361
+class CatalogueTwoTower(nn.Module):
+    "Item tower: the encoder (top layers tuned) plus an optional per-item residual; user tower: a learned position-weighted mean of item vectors."
+    def __init__(self, encoder: nn.Module, # a Hugging Face model returning token vectors
+                 pooling: str, # "mean", "cls" or "last"
+                 item_ids: list, # token ids of every catalogue item's text
+                 pad_id: int, # the tokenizer's padding id
+                 history_items: int, # positions of the user's recent items that get a weight
+                 temperature: float=0.05, # softmax temperature
+                 item_bias: bool=True, # a learned score offset per item (popularity)
+                 item_residual: bool=False, # a learned vector per item added to its text vector (zero at the start)
+                 hard_negatives: int=0, # items per batch, the highest-scored wrong ones, encoded with gradients too
+                 encode_batch: int=256, # texts per forward pass when the whole catalogue is re-encoded
+                 frozen_layers: int=0, # the encoder's lower layers that never change: their outputs are computed once
+                ):
+        super().__init__()
+        self.encoder, self.pooling, self.item_ids, self.pad_id = encoder, pooling, item_ids, pad_id
+        self.temperature, self.hard_negatives, self.encode_batch = temperature, hard_negatives, encode_batch
+        n, d = len(item_ids), encoder.config.hidden_size
+        self.position_logits = nn.Parameter(torch.zeros(history_items))
+        self.bias = nn.Parameter(torch.zeros(n)) if item_bias else None
+        self.residual = nn.Parameter(torch.zeros(n, d)) if item_residual else None
+        self.register_buffer('bank', torch.zeros(n, d), persistent=False)   # cached text vectors of the catalogue
+        self.steps_since_refresh = None   # training steps since the bank was encoded; None: never encoded
+        self.top_layers, self.lower = None, None   # the trainable layers and the frozen layers' cached outputs
+        if frozen_layers: self.cache_lower(frozen_layers)
+
+    def full_vectors(self, items: torch.Tensor) -> torch.Tensor: # [M] item indices
+        "Pooled, normalised vectors of some items' texts [M, d], through the whole encoder."
+        ids, mask = _pad_ids([self.item_ids[i] for i in items.tolist()], self.pad_id)
+        dev = self.bank.device
+        out = self.encoder(input_ids=ids.to(dev), attention_mask=mask.to(dev))
+        hidden = out.last_hidden_state if hasattr(out, 'last_hidden_state') else out[0]
+        return F.normalize(pool(hidden, mask.to(dev), self.pooling).float(), dim=-1)
+
+    def top_vectors(self, items: torch.Tensor) -> torch.Tensor: # [M] item indices
+        "The same vectors from the cached outputs of the frozen layers, through the trainable top layers only."
+        lengths = self.lengths[items]
+        width = int(lengths.max())
+        h, mask = self.lower[items, :width], (torch.arange(width, device=lengths.device)[None] < lengths[:, None]).long()
+        additive = ((1 - mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min)
+        for layer in self.top_layers:
+            out = layer(h, attention_mask=additive)
+            h = out[0] if isinstance(out, tuple) else out
+        return F.normalize(pool(h, mask, self.pooling).float(), dim=-1)
+
+    def text_vectors(self, items: torch.Tensor) -> torch.Tensor: # [M] item indices
+        "Pooled, normalised encoder vectors of some items' texts [M, d] (with gradients when training)."
+        return self.full_vectors(items) if self.lower is None else self.top_vectors(items)
+
+    @torch.no_grad()
+    def cache_lower(self, frozen: int): # how many lower layers are frozen
+        "Compute the frozen layers' outputs for every item once; use them when the top layers alone give the same vectors."
+        layers = getattr(getattr(self.encoder, 'encoder', None), 'layer', None)
+        if layers is None or not 0 < frozen < len(layers): return
+        was = self.encoder.training; self.encoder.eval()
+        dev, n = self.bank.device, len(self.item_ids)
+        width = max(len(x) for x in self.item_ids)
+        lower = torch.zeros(n, width, self.bank.shape[1], device=dev)
+        order = np.argsort([-len(x) for x in self.item_ids], kind='stable')   # similar lengths together: little padding
+        for s in range(0, n, self.encode_batch):
+            rows = order[s:s + self.encode_batch]
+            ids, mask = _pad_ids([self.item_ids[i] for i in rows], self.pad_id)
+            out = self.encoder(input_ids=ids.to(dev), attention_mask=mask.to(dev), output_hidden_states=True)
+            lower[torch.as_tensor(rows, device=dev), :ids.shape[1]] = out.hidden_states[frozen]
+        self.lower, self.lengths = lower, torch.tensor([len(x) for x in self.item_ids], device=dev)
+        self.top_layers = list(layers)[frozen:]
+        probe = torch.arange(min(n, 8), device=dev)
+        if not torch.allclose(self.top_vectors(probe), self.full_vectors(probe), atol=1e-4):   # another architecture
+            self.lower, self.top_layers = None, None
+        self.encoder.train(was)
+
+    @torch.no_grad()
+    def refresh_bank(self):
+        "Re-encode the whole catalogue with the current encoder (no dropout, no gradients) into the cached vectors."
+        was = self.encoder.training; self.encoder.eval()
+        order = torch.as_tensor(np.argsort([-len(x) for x in self.item_ids], kind='stable'))
+        for s in range(0, len(order), self.encode_batch):
+            rows = order[s:s + self.encode_batch]; self.bank[rows] = self.text_vectors(rows)
+        self.encoder.train(was); self.steps_since_refresh = 0
+
+    @property
+    def tuned(self) -> bool:
+        "Does any encoder weight that the item vectors depend on train? (The pooler's head is not read by mean pooling.)"
+        return any(p.requires_grad for n, p in self.encoder.named_parameters() if 'pooler' not in n)
+
+    def table(self, text: torch.Tensor) -> torch.Tensor: # [n_items, d] text vectors
+        "Item vectors: text vectors plus the residual, normalised."
+        return text if self.residual is None else F.normalize(text + self.residual, dim=-1)
+
+    def users(self, table: torch.Tensor, recent: torch.Tensor) -> torch.Tensor: # item vectors; [B, N] recent items, -1 padded
+        "User vectors: the normalised mean of their recent items' vectors, weighted by position."
+        n = min(recent.shape[1], len(self.position_logits))
+        recent = recent[:, :n]
+        w = torch.exp(self.position_logits[:n])[None, :] * (recent >= 0)
+        return F.normalize((w[..., None] * table[recent.clamp(min=0)]).sum(1), dim=-1)
+
+    def logits(self, users: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+        "Scores of every item for each user: cosine / temperature + item bias."
+        s = users @ table.T / self.temperature
+        return s if self.bias is None else s + self.bias[None, :]
+
+    def forward(self, recent, targets, seen_rows, seen_cols, **kwargs):
+        "Cross-entropy over the whole catalogue (seen items left out); only the batch's items are re-encoded, with gradients."
+        if self.steps_since_refresh is not None: self.steps_since_refresh += 1
+        seen = torch.zeros(len(targets), len(self.item_ids), dtype=torch.bool, device=self.bank.device)
+        seen[seen_rows, seen_cols] = True
+        seen[torch.arange(len(targets)), targets] = False
+        items = targets
+        if self.hard_negatives:
+            with torch.no_grad():
+                s = self.logits(self.users(self.table(self.bank), recent), self.table(self.bank)).masked_fill(seen, -torch.inf)
+                s[torch.arange(len(targets)), targets] = -torch.inf
+                per_user = max(1, -(-self.hard_negatives // len(targets)))
+                hard = s.topk(per_user, dim=1).indices.reshape(-1)[:self.hard_negatives]
+            items = torch.cat([targets, hard])
+        items = torch.unique(items)
+        if not self.tuned:   # a frozen encoder: the cached vectors are exact
+            table = self.table(self.bank)
+            return F.cross_entropy(self.logits(self.users(table, recent), table).masked_fill(seen, -torch.inf), targets)
+        fresh = self.text_vectors(items)
+        # every score reads the cached vectors (a fresh vector next to stale ones would win by being fresh); the gradient
+        # of the batch's items flows into the encoder through their fresh vectors
+        text = self.bank.index_put((items,), self.bank[items] + fresh - fresh.detach())
+        table = self.table(text)
+        return F.cross_entropy(self.logits(self.users(table, recent), table).masked_fill(seen, -torch.inf), targets)
+
+class CatalogueTrainer(ValidatingTrainer):
+    "The Trainer of the catalogue-softmax two-tower: cached catalogue vectors refreshed every `refresh_steps` steps, a faster learning rate for the small parameters."
+    def __init__(self, *args,
+                 refresh_steps: int=100, # re-encode the whole catalogue after this many steps
+                 head_lr: float=1e-2, # learning rate of the position weights, item biases and residuals
+                 **kwargs): # the arguments of `ValidatingTrainer`
+        super().__init__(*args, **kwargs)
+        self.refresh_steps, self.head_lr = refresh_steps, head_lr
+
+    def create_optimizer(self, *args, **kwargs):
+        "AdamW with two groups: the encoder at the peak learning rate (weight decay), the rest at `head_lr` (none)."
+        if self.optimizer is None:
+            named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            groups = [{'params': [p for n, p in named if n.startswith('encoder.')], 'lr': self.args.learning_rate,
+                       'weight_decay': self.args.weight_decay},
+                      {'params': [p for n, p in named if not n.startswith('encoder.')], 'lr': self.head_lr, 'weight_decay': 0.0}]
+            self.optimizer = torch.optim.AdamW([g for g in groups if g['params']], lr=self.args.learning_rate)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        tower = getattr(model, 'module', model)   # unwrapped under DistributedDataParallel
+        if tower.steps_since_refresh is None or (tower.tuned and tower.steps_since_refresh >= self.refresh_steps): tower.refresh_bank()
+        loss = model(**inputs)
+        self.track_loss(loss)
+        return (loss, {}) if return_outputs else loss
+
+# %% ../nbs/06a_two_tower.ipynb #9677400e
+@patch
+def train_catalogue(self: TwoTowerRecommender, split: Split, # the split to train on
+                    checkpoint: str|Path|None=None, # a folder for resumable Trainer checkpoints
+                   ) -> TwoTowerRecommender:
+    "Train the `user_tower='items'` model: catalogue softmax, cached item vectors, the encoder's top layers tuned."
+    c = self.config
+    histories = split.histories('valid')
+    users, pos = next_item_pairs(histories, c['max_pairs'], c['seed'])
+    tok = self.encoder.tokenizer
+    item_ids = tok(self._item_texts, truncation=True, max_length=min(c['item_max_length'], self.encoder.max_length),
+                   padding=False)['input_ids']
+    self.head = CatalogueTwoTower(self.encoder.model, self.encoder.pooling, item_ids, tok.pad_token_id or 0,
+                                  c['history_items'], c['temperature'], c['item_bias'], c['item_residual'],
+                                  c['hard_negatives'], c['eval_batch_size']).to(self.encoder.model.device)
+    n_layers = getattr(self.encoder.model.config, 'num_hidden_layers', 0)
+    if c['trainable_layers'] is not None and 0 < c['trainable_layers'] < n_layers:
+        self.head.cache_lower(n_layers - c['trainable_layers'])
+    self.sample_valid_users(split)
+    self.train_with(CatalogueTrainer, self.head, HistoryDataset(histories, users, pos, c['history_items']),
+                    collate_histories, split, checkpoint, zero_shot=True, refresh_steps=c['refresh_steps'],
+                    head_lr=c['head_lr'])
+    return self
+
+@patch
+def read_head(self: TwoTowerRecommender):
+    "Copy the trained tower's item vectors, item biases and position weights into plain arrays (what scoring reads)."
+    h = self.head
+    with torch.no_grad():
+        h.refresh_bank()
+        self.item_vectors_ = h.table(h.bank).cpu().numpy().astype(np.float32)
+        self.item_bias_ = (np.zeros(len(self.item_vectors_), np.float32) if h.bias is None
+                           else h.bias.detach().cpu().numpy().astype(np.float32))
+        self.position_logits_ = h.position_logits.detach().cpu().numpy().astype(np.float32)
     return self.item_vectors_
 
 # %% ../nbs/06a_two_tower.ipynb #279e35ec
-TWO_TOWER_TUTORIAL = dict(history_items=5, user_max_length=64, item_max_length=32, batch_size=32, max_pairs=3200,
-                          max_steps=100, eval_steps=50, eval_users=200, trainable_layers=3, lr=1e-4,
-                          warmup_steps=0.1, patience=2)
+TWO_TOWER_TUTORIAL = dict(user_tower='items', history_items=20, item_max_length=32, batch_size=128, max_steps=300,
+                          eval_steps=100, trainable_layers=1, lr=3e-5, warmup_steps=0.1, patience=2, hard_negatives=64,
+                          refresh_steps=50, item_residual=True, head_lr=1e-2)
+TWO_TOWER_TEXT_HISTORY = dict(history_items=5, user_max_length=64, item_max_length=32, batch_size=32, max_pairs=3200,
+                              max_steps=100, eval_steps=50, eval_users=200, trainable_layers=3, lr=1e-4,
+                              warmup_steps=0.1, patience=2)
 TWO_TOWER_GPU = dict(history_items=10, user_max_length=128, item_max_length=64, batch_size=256, num_train_epochs=5,
                      eval_steps=200, lr=5e-5, warmup_steps=0.05, patience=3, precision='auto', eval_batch_size=512)
