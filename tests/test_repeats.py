@@ -102,3 +102,25 @@ def test_loss_variants_of_the_study_learn_the_bias_too(tiny, vectors, loss):
     m = LossSequential(loss, n_negatives=10, item_repr='text+id', learn_repeats=True, epochs=6, patience=None,
                        text_vectors=vectors, **SMALL).fit(tiny)
     assert m.net.repeat.item() < -0.01                              # synthetic users never repeat an item
+
+
+@pytest.mark.parametrize('bias', [6.0, -6.0])
+def test_recommend_paths_add_the_bias(tiny, vectors, bias):
+    "With the history kept, every path of `recommend` (plain, with reasons, from an index) ranks as `score_histories` does."
+    from transferrec.recommend import Recommender
+    rec = Recommender('sequential', item_repr='text+id', learn_repeats=True, epochs=2, patience=None, text_vectors=vectors,
+                      **SMALL).fit(tiny)
+    with torch.no_grad(): rec.model.net.repeat.fill_(bias)   # large enough to move history items across the top 5
+    assert rec.model.repeat_bias == pytest.approx(bias)
+    hist = np.asarray(rec.histories[0])
+    full = rec.model.score_histories([hist])[0]
+    expected = np.argsort(-full, kind='stable')[:5]
+    assert np.isin(expected, hist).all() == (bias > 0) and (not np.isin(expected, hist).any()) == (bias < 0)
+    ids = rec.items['item_id'].to_numpy()
+    for explain in (False, True):
+        got = rec.recommend(history=list(ids[hist]), k=5, exclude_seen=False, explain=explain)
+        np.testing.assert_array_equal(got['item_id'].to_numpy(), ids[expected])
+        np.testing.assert_allclose(got['score'].to_numpy(), full[expected], atol=1e-5)
+    rec.build_index(kind='exact')
+    got = rec.recommend(history=list(ids[hist]), k=5, exclude_seen=False, explain=False)
+    np.testing.assert_array_equal(got['item_id'].to_numpy(), ids[expected])

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_recommend.ipynb #b949e582
 from __future__ import annotations
-import collections, contextlib, functools, hashlib, json, math, platform, re, tempfile, time, warnings, zipfile
+import collections, contextlib, functools, hashlib, json, platform, re, tempfile, time, warnings, zipfile
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from fastcore.basics import patch
@@ -339,19 +339,18 @@ def _packed_tensors(n: int, start: int) -> tuple[np.ndarray, torch.Tensor, torch
     rows, places, mask, ends = _packed_removals(n, start)
     return rows, torch.from_numpy(places), torch.from_numpy(mask), torch.from_numpy(ends)
 
+def _variants(hist: np.ndarray, start: int) -> list[np.ndarray]:
+    "The histories the reasons compare: the whole, without each item from `start` on, and hist[start:] alone when start > 0."
+    return [hist] + [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
+
 @torch.inference_mode()
 def _removal_states(model: SequentialRecommender, hist: np.ndarray, start: int) -> np.ndarray:
-    "User states after `hist`, after it without each item from `start` on, and after hist[start:] alone: [1 + units, dim]."
-    net = model.net
-    if net.training: net.eval()
+    "The user states after each of `_variants(hist, start)`, in one packed pass: [1 + units, dim]."
+    if model.net.training: model.net.eval()
     rows, places, mask, ends = _packed_tensors(len(hist), start)
     with torch_threads(model.num_threads):   # every op: a second thread on tensors this small only waits (16 ms on a busy machine)
-        E = torch.from_numpy(model.item_matrix())
-        x = E[torch.from_numpy(hist[rows])] * math.sqrt(E.shape[1]) + net.pos.weight[places]
-        h = net.drop(x)[None]
-        for layer in net.transformer.layers: h = layer(h, src_mask=mask)   # the encoder's own forward would compare the
-        if net.transformer.norm is not None: h = net.transformer.norm(h)   # mask with a fresh causal one on every call
-        return net.norm(h)[0][ends].numpy()
+        packed = torch.from_numpy(model.item_matrix()[hist[rows]])[None]
+        return model.net.encode(packed, None, positions=places, mask=mask)[0][ends].numpy()
 
 def _packs(model, hist: np.ndarray) -> bool:
     "Does `_removal_states` read this model and history (a sequential model, a history within its window)?"
@@ -362,19 +361,19 @@ def _history_scores(rec, hist: np.ndarray) -> tuple[np.ndarray, np.ndarray|None]
     m, recent = rec.model, hist[-_window(rec):]
     if not _packs(m, recent): return m.score_histories([hist])[0], None
     states = _removal_states(m, recent, max(0, len(recent) - REASON_WINDOW))
-    with torch_threads(m.num_threads): return (torch.from_numpy(states[:1]) @ torch.from_numpy(m.item_matrix()).T).numpy()[0], states
+    with torch_threads(m.num_threads): return m.score_states(states[:1], [hist]).numpy()[0], states
 
 def _score_drops(rec, hist: np.ndarray, start: int, items: np.ndarray, item_scores: np.ndarray,
                  states: np.ndarray|None=None, # from `_history_scores`, when it made them
                 ) -> np.ndarray:
     "How far each item's score falls without each history item from `start` on, and without the earlier block: [units, k]."
-    m = rec.model
+    m, variants = rec.model, _variants(hist, start)
     if _packs(m, hist):
-        s = (_removal_states(m, hist, start) if states is None else states) @ m.item_matrix()[items].T
+        states = _removal_states(m, hist, start) if states is None else states
+        with torch_threads(m.num_threads): s = m.score_states(states, variants, items).numpy()
         return s[0] - s[1:]
-    batch = [np.delete(hist, i) for i in range(start, len(hist))] + ([hist[start:]] if start else [])
-    if supports_index(m): return item_scores[None, :] - m.user_vectors(batch) @ m.item_matrix()[items].T
-    return item_scores[None, :] - m.score_histories(batch)[:, items]
+    if supports_index(m): return item_scores[None, :] - m.user_vectors(variants[1:]) @ m.item_matrix()[items].T
+    return item_scores[None, :] - m.score_histories(variants[1:])[:, items]
 
 @torch.inference_mode()
 def _explain(rec, history: np.ndarray, items: np.ndarray, item_scores: np.ndarray,

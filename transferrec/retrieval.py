@@ -333,8 +333,12 @@ def top_items(index: VectorIndex, # an index over `model.item_matrix()`
              ) -> tuple[np.ndarray, np.ndarray]:
     "Item indices and exact scores of the top `k` items for one history, best first."
     u = np.asarray(model.user_vectors([history]), dtype=np.float32)
-    _, ids = index.search(u, k, exclude=None if exclude is None else [exclude])
+    bias = getattr(model, 'repeat_bias', 0.0)   # a learned shift of the history's own items (06_sequential, Repeats)
+    shifted = np.setdiff1d(history, [] if exclude is None else exclude) if bias else np.zeros(0, np.int64)
+    _, ids = index.search(u, k + len(shifted), exclude=None if exclude is None else [exclude])
     ids = ids[0][ids[0] >= 0]
+    if len(shifted): ids = np.concatenate([ids, np.setdiff1d(shifted, ids)])   # a history item may rise past the others
     scores = (np.asarray(model.item_matrix()[ids], dtype=np.float32) @ u[0]).astype(np.float32)
-    order = topk(scores[None], len(scores))[0]   # best first; ties keep the index's order
+    if len(shifted): scores += np.float32(bias) * np.isin(ids, shifted)
+    order = topk(scores[None], min(k, len(scores)))[0]   # best first; ties keep the index's order
     return ids[order], scores[order]

@@ -111,11 +111,15 @@ class SequentialModel(nn.Module):
         if 'id' in self.item_repr: e = e + self.ids.weight
         return e
 
-    def encode(self, seq_emb, lengths): # [B, L, dim] right-padded history embeddings, [B] lengths
+    def encode(self, seq_emb, lengths, # [B, L, dim] right-padded history embeddings, [B] lengths
+               positions=None, # optional [L] position of each row; default 0..L-1
+               mask=None): # optional [L, L] attention mask (0 / -inf) replacing the causal one; see 08_recommend's reasons
         "User states at every position: [B, L, dim]."
         L = seq_emb.shape[1]
-        x = self.drop(seq_emb * math.sqrt(seq_emb.shape[-1]) + self.pos.weight[:L])
-        return self.norm(self.transformer(x, mask=self.causal[:L, :L], is_causal=True))
+        pos = self.pos.weight[:L] if positions is None else self.pos.weight[positions]
+        x = self.drop(seq_emb * math.sqrt(seq_emb.shape[-1]) + pos)
+        if mask is None: return self.norm(self.transformer(x, mask=self.causal[:L, :L], is_causal=True))
+        return self.norm(self.transformer(x, mask=mask, is_causal=False))   # a hint: no per-call comparison with a causal mask
 
     def user_states(self, seqs, lengths, items=None): # [B, L] item indices (right padded), [B] lengths
         "The state after each user's last history item: [B, dim]."
@@ -321,9 +325,25 @@ def _score_histories(self: SequentialRecommender, histories):
     self.net.eval()
     items = self._item_matrix()
     seqs, lengths = _pad(histories, self.config['max_len'])
-    scores = self.net.user_states(seqs, lengths, items) @ items.T
-    if hasattr(self.net, 'repeat'): scores = scores + self.net.repeat * history_mask(histories, scores.shape[1])  # see "Repeats"
-    return scores.numpy()
+    return self.score_states(self.net.user_states(seqs, lengths, items), histories).numpy()
+
+@patch
+@torch.inference_mode()
+def score_states(self: SequentialRecommender, states, # [B, dim] user states (tensor or array), one per history
+                 histories: list[np.ndarray], # the history behind each state: its items get the repeat bias
+                 items=None, # optional item rows to score; default: the whole catalogue
+                ) -> torch.Tensor:
+    "Scores of the items after each state, with the learned repeat bias (see Repeats) on each history's items: [B, items]."
+    E = self._item_matrix() if items is None else self._item_matrix()[torch.as_tensor(items)]
+    scores = torch.as_tensor(states) @ E.T
+    if not hasattr(self.net, 'repeat'): return scores
+    mask = history_mask(histories, self.net.n_items)
+    return scores + self.net.repeat * (mask if items is None else mask[:, torch.as_tensor(items)])
+
+@patch(as_prop=True)
+def repeat_bias(self: SequentialRecommender) -> float:
+    "The learned logit bias of items already in the history (see Repeats); 0.0 when the model learns none."
+    return self.net.repeat.item() if hasattr(self.net, 'repeat') else 0.0
 
 @patch
 def score(self: SequentialRecommender, user_indices: np.ndarray, # users to score
