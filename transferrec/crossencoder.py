@@ -19,7 +19,7 @@ from .twotower import (item_titles, history_text, next_item_pairs, freeze_layers
 
 # %% auto #0
 __all__ = ['CROSS_ENCODER_TUTORIAL', 'CROSS_ENCODER_GPU', 'PairTextDataset', 'PairTextCollator', 'cross_encoder_model',
-           'CrossEncoderReranker', 'CrossEncoderTrainer']
+           'CrossEncoderReranker', 'lift_candidates', 'CrossEncoderTrainer']
 
 # %% ../nbs/06b_cross_encoder.ipynb #b9c571b3
 class PairTextDataset(torch.utils.data.Dataset):
@@ -114,7 +114,7 @@ class CrossEncoderReranker(TrainerStrategy):
                  num_labels: int=1, # 1: one logit, BCE; 2: two logits, softmax cross-entropy
                  top_n: int=50, # candidates of the retriever re-ranked per user
                  neg_ratio: int=4, # sampled negatives per positive
-                 negatives: str='uniform', # negative sampling: "uniform" or "popularity"
+                 negatives: str='uniform', # "uniform", "popularity", or "retriever": hard negatives from the retriever's top_n
                  history_items: int=10, # the query holds the titles of this many most recent items
                  max_length: int=128, # tokens per (query, item) pair
                  lr: float=5e-5, # peak AdamW learning rate
@@ -141,8 +141,8 @@ class CrossEncoderReranker(TrainerStrategy):
         require_positive(top_n=top_n, neg_ratio=neg_ratio, history_items=history_items, max_length=max_length,
                          batch_size=batch_size, eval_steps=eval_steps)
         if num_labels not in (1, 2): raise DataError(f"num_labels must be 1 (BCE) or 2 (softmax), got {num_labels!r}")
-        if negatives not in ('uniform', 'popularity'):
-            raise DataError(f"negatives must be 'uniform' or 'popularity', got {negatives!r}")
+        if negatives not in ('uniform', 'popularity', 'retriever'):
+            raise DataError(f"negatives must be 'uniform', 'popularity' or 'retriever', got {negatives!r}")
         self.retriever = _retriever(retriever)
         self.config = dict(retriever=retriever if isinstance(retriever, str) else type(self.retriever).__name__,
                            model=None if model is None else str(model), pretrained=pretrained, num_labels=num_labels,
@@ -180,14 +180,35 @@ def _labelled(self: CrossEncoderReranker, queries: list[str], positives, negativ
 @patch
 def training_pairs(self: CrossEncoderReranker, split: Split # the split whose training histories give the pairs
                   ) -> PairTextDataset:
-    "Positives (history before t, item at t) and `neg_ratio` sampled negatives per positive."
+    "Positives (history before t, item at t) and `neg_ratio` sampled (or the retriever's hard) negatives per positive."
     c = self.config
     seqs = split.sequences('train')
     users, pos = next_item_pairs(seqs, c['max_pairs'], c['seed'])
     items = np.array([seqs[u][t] for u, t in zip(users, pos)], dtype=np.int64)
-    neg = sample_negatives(split.matrix('train'), users, c['neg_ratio'], c['negatives'], c['seed'])
+    neg = (self.hard_negatives(split, users, c['neg_ratio'], c['seed']) if c['negatives'] == 'retriever' else
+           sample_negatives(split.matrix('train'), users, c['neg_ratio'], c['negatives'], c['seed']))
     queries = [self._query(seqs[u][:t]) for u, t in zip(users, pos)]
     return self._labelled(queries, items, neg, c['neg_ratio'])
+
+@patch
+def hard_negatives(self: CrossEncoderReranker, split: Split, # the split; the retriever scores each user's training history
+                   users: np.ndarray, # user index of each entry
+                   n: int, # negatives per entry
+                   seed: int=0, # sampling seed
+                   batch_size: int=1024, # users scored at once
+                  ) -> np.ndarray:
+    "`n` items per entry drawn from the user's top_n candidates of the retriever (never one of their training items)."
+    users = np.asarray(users, dtype=np.int64)
+    distinct = np.unique(users)
+    top = np.empty((split.n_users, self.config['top_n']), dtype=np.int64)
+    for s in range(0, len(distinct), batch_size):
+        u = distinct[s:s + batch_size]
+        items, ok = self.candidates(self._retriever_scores(u, 'valid', cache=False), split.seen('valid')[u].toarray().astype(bool))
+        if not ok.all(): raise DataError(f"user index {u[~ok.all(1)][0]} has fewer than top_n={ok.shape[1]} unseen items; lower top_n")
+        top[u] = items
+    rng = np.random.default_rng(seed)
+    pick = np.argsort(rng.random((len(users), top.shape[1])), 1)[:, :n] if n <= top.shape[1] else rng.integers(0, top.shape[1], (len(users), n))
+    return np.take_along_axis(top[users], pick, 1)
 
 @patch
 def labelled_pairs(self: CrossEncoderReranker, split: Split, # the split
@@ -241,34 +262,55 @@ def pair_logits(self: CrossEncoderReranker, queries: list[str], # query text of 
 
 # %% ../nbs/06b_cross_encoder.ipynb #5e1b7c03
 @patch
-def _rerank(self: CrossEncoderReranker, base: np.ndarray, exclude, queries: list[str]) -> np.ndarray:
-    "Re-rank the top_n non-excluded items of each row of `base`; the other items keep their order below."
+def candidates(self: CrossEncoderReranker, base: np.ndarray, # retriever scores [users, n_items]
+               exclude=None, # bool [users, n_items]: items that may not be candidates (seen); None: none
+              ) -> tuple[np.ndarray, np.ndarray]:
+    "Each row's top_n non-excluded items, best first [users, top_n], and which of them exist (False past the unseen items)."
     from transferrec.metrics import topk
     base = np.asarray(base, dtype=np.float64)
     if not np.isfinite(base).all(): raise DataError("the retriever returned non-finite scores; fix the retriever")
     masked = base.copy()
     if exclude is not None: masked[exclude] = -np.inf
     top = topk(masked, self.config['top_n'])
-    ok = np.isfinite(np.take_along_axis(masked, top, 1))
-    rows, cols = np.nonzero(ok)
-    cand = top[rows, cols]
-    z = self.pair_logits([queries[r] for r in rows], [self._item_texts[i] for i in cand])
-    out = base.copy()
-    for r in range(len(base)):
-        sel = rows == r
-        if not sel.any(): continue
-        zr = z[sel]
-        out[r, cand[sel]] = zr + (base[r].max() - zr.min() + 1.0)
+    return top, np.isfinite(np.take_along_axis(masked, top, 1))
+
+def lift_candidates(base: np.ndarray, # retriever scores [users, n_items]
+                    items: np.ndarray, # candidates [users, top_n]
+                    z: np.ndarray, # cross-encoder score of each candidate [users, top_n] (NaN: no candidate)
+                   ) -> np.ndarray:
+    "Scores that put each row's candidates above every other item, in the order of `z`; the rest keep `base`."
+    out = np.array(base, dtype=np.float64)
+    for r in range(len(out)):
+        ok = np.isfinite(z[r])
+        if ok.any(): out[r, items[r, ok]] = z[r, ok] + (out[r].max() - z[r, ok].min() + 1.0)
     return out
+
+@patch
+def candidate_logits(self: CrossEncoderReranker, items: np.ndarray, # candidates [users, top_n]
+                     ok: np.ndarray, # which candidates exist [users, top_n]
+                     queries: list[str], # each row's query text
+                    ) -> np.ndarray:
+    "The cross-encoder's score of each candidate [users, top_n], NaN where there is none."
+    rows, cols = np.nonzero(ok)
+    z = np.full(items.shape, np.nan)
+    z[rows, cols] = self.pair_logits([queries[r] for r in rows], [self._item_texts[i] for i in items[rows, cols]])
+    return z
+
+@patch
+def _rerank(self: CrossEncoderReranker, base: np.ndarray, exclude, queries: list[str]) -> np.ndarray:
+    "Re-rank the top_n non-excluded items of each row of `base`; the other items keep their order below."
+    items, ok = self.candidates(base, exclude)
+    return lift_candidates(base, items, self.candidate_logits(items, ok, queries))
 
 # %% ../nbs/06b_cross_encoder.ipynb #9c5f1a47
 @patch
-def _retriever_scores(self: CrossEncoderReranker, users: np.ndarray, on: str) -> np.ndarray:
+def _retriever_scores(self: CrossEncoderReranker, users: np.ndarray, on: str, cache: bool=True) -> np.ndarray:
     key = (on, users.tobytes())
     if key not in self._cache:
         r = self.retriever
         s = r.score(users, on=on) if _takes_on(r.score) else r.score(users)
         if isinstance(s, torch.Tensor): s = s.detach().float().cpu().numpy()
+        if not cache: return np.asarray(s)
         if len(self._cache) > 16: self._cache.clear()
         self._cache[key] = np.asarray(s)
     return self._cache[key]
@@ -286,6 +328,32 @@ def score(self: CrossEncoderReranker, user_indices: np.ndarray, # users to score
         base = self._retriever_scores(users, on)
         seen = self.split.seen(on)[users].toarray().astype(bool)
         return self._rerank(base, seen, [self._query(hist[u]) for u in users])
+
+@patch
+def candidate_scores(self: CrossEncoderReranker, user_indices: np.ndarray, # users to score
+                     on: str|None=None, # "valid" reads the train history, "test" train+valid; None: "test"
+                    ) -> dict:
+    "Each user's top_n candidates, best first, with both scores: items, retriever, cross_encoder [users, top_n] (NaN: none)."
+    if self.model is None: raise DataError(f"{type(self).__name__} is not fitted; call .fit(split) first")
+    on, users = self.scored_part(on), np.asarray(user_indices, dtype=np.int64)
+    hist = self.split.histories(on)
+    with torch_threads(self.num_threads):
+        base = self._retriever_scores(users, on)
+        items, ok = self.candidates(base, self.split.seen(on)[users].toarray().astype(bool))
+        z = self.candidate_logits(items, ok, [self._query(hist[u]) for u in users])
+    return dict(items=items, retriever=np.where(ok, np.take_along_axis(base, items, 1), np.nan), cross_encoder=z)
+
+@patch
+def validate(self: CrossEncoderReranker) -> float:
+    "Re-ranked valid ndcg@10, scoring only the users whose valid item is a candidate (the others score 0 either way)."
+    from transferrec.metrics import evaluate
+    users = self._valid_users
+    if self.config['top_n'] < 10: return TrainerStrategy.validate(self)   # an item below the candidates may still make the top 10
+    with self._scoring('valid'):
+        items, ok = self.candidates(self._retriever_scores(users, 'valid'), self.split.seen('valid')[users].toarray().astype(bool))
+        hit = (np.take_along_axis(self.split.matrix('valid')[users].toarray() > 0, items, 1) & ok).any(1)
+        if not hit.any(): return 0.0
+        return evaluate(self, self.split, k=10, on='valid', metrics=['ndcg'], users=users[hit])['ndcg@10'] * hit.sum() / len(users)
 
 @patch
 def score_histories(self: CrossEncoderReranker, histories: list # item index sequences, oldest first
