@@ -1,0 +1,416 @@
+"""What limits the text model on new items (ml-100k `cold`), and what lifts it: a search chosen on the VALID part only.
+
+Every candidate is fitted on `split(ml-100k, 'cold', seed=s)` with model seed `s` (as `benchmarks/transfer.py` does) and
+scored by recall@10 / ndcg@10 among the new items of the valid part (`evaluate(..., on='valid', candidates=cold_items)`).
+The test part is read once, for the candidate chosen on valid, over seeds 0, 1, 2, beside `sequential-id` and
+`sequential-scratch` with the same seeds. Results go to cold.json next to this file (resumable: a finished
+(candidate, seed) is never run again).
+
+Usage (run in this order; each step only adds to cold.json):
+  python nbs/results/cold/measure.py search --seeds 0                # every candidate (+ its fused rows), valid, seed 0
+  python nbs/results/cold/measure.py content --seeds 0               # content-only scorers, valid, seed 0
+  python nbs/results/cold/measure.py search --seeds 1,2 --only 'A;B' # the promising ones on two more seeds
+  python nbs/results/cold/measure.py diagnose                        # what limits: popularity, norms (seed 0, valid)
+  python nbs/results/cold/measure.py fusion --seeds 0,1,2            # finer fusion grid over saved scores (valid)
+  python nbs/results/cold/measure.py test --winner NAME              # the one test read, seeds 0, 1, 2
+Heavy steps ran as `nice -n 15 timeout ...` with one torch thread; fused rows reuse the fit of their base.
+"""
+import argparse, json, os, time
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+import torch.nn.functional as F
+
+torch.set_num_threads(1)
+from transferrec.core import atomic_write, machine_info
+from transferrec.data import load_movielens, split
+from transferrec.metrics import evaluate
+from transferrec.sequential import SequentialRecommender, SequentialModel, item_vectors
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE/'cold.json'
+K = 10
+
+# ---------------------------------------------------------------- the record
+def load_record() -> dict:
+    return json.loads(OUT.read_text()) if OUT.exists() else {'search': {}, 'diagnostics': {}, 'test': {}}
+
+def save_record(rec: dict):
+    "Write the record, keeping rows another run wrote since this one loaded it."
+    disk = load_record()
+    for name, row in disk['search'].items():
+        mine = rec['search'].setdefault(name, row)
+        mine['seeds'] = {**row['seeds'], **mine['seeds']}
+    for key in ('diagnostics', 'test', 'fusion_grid'):
+        if key in disk and not rec.get(key): rec[key] = disk[key]
+    rec['machine'] = machine_info()
+    with atomic_write(OUT, 'w') as f: json.dump(rec, f, indent=1)
+
+def load() -> list[float]: return [round(x, 2) for x in os.getloadavg()]
+
+# ---------------------------------------------------------------- the model variants (what a library option would do)
+class ColdSequential(SequentialRecommender):
+    """`SequentialRecommender` with the options the search tries on new items:
+    adaptor_dropout (dropout on the text vectors only, apart from the transformer's), text_noise (Gaussian noise on the
+    text vectors while training, in units of their spread), adaptor_lr / adaptor_wd (the adaptor's own AdamW group),
+    n_experts, and normalize (item embeddings scaled to unit length: no norm, so no popularity learned per item)."""
+    def __init__(self, item_repr='text', adaptor_dropout=None, text_noise=0.0, adaptor_lr=None, adaptor_wd=None,
+                 n_experts=4, normalize=False, **kw):
+        super().__init__(item_repr, **kw)
+        self.extra = dict(adaptor_dropout=adaptor_dropout, text_noise=text_noise, adaptor_lr=adaptor_lr,
+                          adaptor_wd=adaptor_wd, n_experts=n_experts, normalize=normalize)
+
+    def build_network(self, split):
+        super().build_network(split)
+        c, x = self.config, self.extra
+        if x['n_experts'] != 4:   # rebuilt from the same seed with another number of experts
+            from transferrec.core import set_seed
+            set_seed(c['seed'])
+            self.net = SequentialModel(split.n_items, torch.as_tensor(self.text_vectors), c['item_repr'], c['dim'], c['n_layers'],
+                                       c['n_heads'], c['max_len'], c['dropout'], n_experts=x['n_experts'],
+                                       learn_repeats=c.get('learn_repeats', False))
+        net = self.net
+        if not hasattr(net, 'adaptor'): return
+        if x['adaptor_dropout'] is not None: net.adaptor.drop.p = x['adaptor_dropout']
+        if x['text_noise']:
+            sd, forward = float(net.text.std()), net.adaptor.forward
+            def noisy(t, forward=forward, scale=x['text_noise'] * sd):
+                return forward(t + scale * torch.randn_like(t) if net.adaptor.training else t)
+            net.adaptor.forward = noisy
+        if x['normalize']:
+            embed = net.item_embeddings
+            net.item_embeddings = lambda text=None, catalogue_text=None: F.normalize(embed(text, catalogue_text), dim=-1)
+
+    def param_groups(self, tower=None):
+        groups = super().param_groups(tower)
+        x = self.extra
+        if x['adaptor_lr'] is None and x['adaptor_wd'] is None: return groups
+        ad = {id(p) for p in self.net.adaptor.parameters()}
+        groups[0]['params'] = [p for p in groups[0]['params'] if id(p) not in ad]
+        groups.append({'params': list(self.net.adaptor.parameters()),
+                       'lr': self.config['lr'] if x['adaptor_lr'] is None else x['adaptor_lr'],
+                       'weight_decay': self.config['weight_decay'] if x['adaptor_wd'] is None else x['adaptor_wd']})
+        if groups[-1]['lr'] == 0: self.net.adaptor.requires_grad_(False); groups.pop()   # frozen: PCA whitening only
+        return groups
+
+# ---------------------------------------------------------------- content scores fused with the model's
+def centred_unit(v: np.ndarray) -> np.ndarray:
+    v = v - v.mean(0)
+    return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-9)
+
+def content_scores(text: np.ndarray, histories: list, last: int|None=None) -> np.ndarray:
+    "Cosine of each item's (centred) text vector with the mean of the user's history vectors: [n_users, n_items]."
+    t = centred_unit(text)
+    prof = np.stack([t[h[-last:] if last else h].mean(0) if len(h) else np.zeros(t.shape[1]) for h in histories])
+    return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
+
+def content_features(items: pd.DataFrame, text: np.ndarray) -> np.ndarray:
+    "Text vectors, year (5-year buckets) and genre one-hots: what is known of an item before anyone rates it."
+    year = items['year'].fillna(0).astype(int).to_numpy()
+    buckets = np.clip((year - 1920) // 5, -1, 16)
+    yb = (buckets[:, None] == np.arange(-1, 17)[None]).astype(np.float32)
+    genres = items['genres'].fillna('').str.get_dummies('|').to_numpy(np.float32)
+    return np.hstack([centred_unit(text), yb, genres])
+
+def popularity_prior(items, text, spl, lam: float=3.0) -> np.ndarray:
+    "Ridge regression of log(1 + training count) on content features, fitted on training items: a score for every item."
+    X = content_features(items, text)
+    counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
+    known = counts > 0
+    Xk, y = X[known], np.log1p(counts[known])
+    mu = Xk.mean(0); Xc = Xk - mu
+    w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(X.shape[1]), Xc.T @ (y - y.mean()))
+    return (X - mu) @ w + y.mean()
+
+def zrows(s: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    "Standardise each user's scores by their mean and spread over the new items (the ranked candidates)."
+    sub = s[:, cols]
+    return (s - sub.mean(1, keepdims=True)) / sub.std(1, keepdims=True).clip(1e-9)
+
+def rated_histories(spl, on: str) -> tuple[list, list]:
+    "Each user's history items and ratings (train; plus valid when predicting test)."
+    parts = [spl.train] + ([spl.valid] if on == 'test' else [])
+    df = pd.concat(parts)
+    items, ratings = [np.zeros(0, np.int64)] * spl.n_users, [np.zeros(0)] * spl.n_users
+    for u, g in df.groupby('user_idx'):
+        items[u], ratings[u] = g['item_idx'].to_numpy(), g['rating'].to_numpy(float)
+    return items, ratings
+
+def content_variant(text, spl, on, kind) -> np.ndarray:
+    "Content-only scores of every item for every user, by one of CONTENT_KINDS."
+    items, ratings = rated_histories(spl, on)
+    t = centred_unit(text) if kind != 'not centred' else text / np.linalg.norm(text, axis=1, keepdims=True)
+    if kind in ('centred mean', 'not centred', 'liked (rating >= 4)', 'rating-weighted'):
+        rows = []
+        for h, r in zip(items, ratings):
+            w = np.ones(len(h)) if kind in ('centred mean', 'not centred') else (r >= 4).astype(float) if kind == 'liked (rating >= 4)' else r - 2.5
+            if w.sum() <= 0: w = np.ones(len(h))
+            rows.append((w[:, None] * t[h]).sum(0) if len(h) else np.zeros(t.shape[1]))
+        prof = np.stack(rows)
+        return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
+    S = t @ t.T   # item-item cosine
+    out = np.zeros((spl.n_users, spl.n_items))
+    for u, h in enumerate(items):
+        if not len(h): continue
+        sims = S[h]                                   # [len(h), n_items]
+        if kind.startswith('soft kNN'):
+            tau = float(kind.split('=')[1])
+            m = sims.max(0); out[u] = m + tau * np.log(np.exp((sims - m) / tau).mean(0))
+        else:                                         # 'top-20 neighbours': sum of the 20 largest similarities
+            out[u] = np.sort(sims, 0)[-20:].sum(0)
+    return out
+
+CONTENT_KINDS = ('centred mean', 'not centred', 'liked (rating >= 4)', 'rating-weighted', 'soft kNN tau=0.05',
+                 'soft kNN tau=0.1', 'top-20 neighbours')
+
+def run_content(seeds):
+    "Content-only scorers (no training): how far the history's text similarity goes alone."
+    rec = load_record()
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed)
+        for kind in CONTENT_KINDS:
+            row = rec['search'].setdefault(f'content only: {kind}', {'options': {'content': kind, 'alone': True}, 'seeds': {}})
+            if str(seed) in row['seeds']: continue
+            before, t0 = load(), time.perf_counter()
+            sc = content_variant(text, spl, 'valid', kind)
+            row['seeds'][str(seed)] = {**metrics(Scores({'valid': sc}), spl), 'fit_seconds': round(time.perf_counter() - t0, 1),
+                                       'load_before_after': [before, load()]}
+            SCORES.mkdir(exist_ok=True); np.save(SCORES/f'content {kind}_{seed}.npy', sc.astype(np.float32))
+            print(f"seed {seed} content {kind:30s} recall {row['seeds'][str(seed)]['recall@10_cold']:.4f}", flush=True)
+        save_record(rec)
+
+def whitened_unit(v: np.ndarray, dims: int=128) -> np.ndarray:
+    "Centred, PCA-whitened to `dims` components, unit length: every direction of the text space weighs the same."
+    v = v - v.mean(0)
+    u, sv, vt = np.linalg.svd(v, full_matrices=False)
+    w = v @ vt[:dims].T / sv[:dims]
+    return w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-9)
+
+def knn_prior(text, spl, k: int=20) -> np.ndarray:
+    "Each item's predicted popularity: the mean log(1 + training count) of its k most similar training items (text cosine)."
+    t = centred_unit(text)
+    counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
+    known = np.flatnonzero(counts > 0)
+    S = t @ t[known].T
+    S[known, np.arange(len(known))] = -np.inf      # a training item is not its own neighbour
+    nb = np.argpartition(-S, k, axis=1)[:, :k]
+    return np.log1p(counts[known][nb]).mean(1)
+
+def fusion_parts(ds, text, spl, on) -> dict:
+    "The content scores and popularity priors a fusion can add, by name."
+    items, _ = rated_histories(spl, on)
+    def profile(t):
+        prof = np.stack([t[h].mean(0) if len(h) else np.zeros(t.shape[1]) for h in items])
+        return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
+    return {'content centred': profile(centred_unit(text)), 'content whitened': profile(whitened_unit(text)),
+            'prior ridge': popularity_prior(ds.items, text, spl), 'prior knn': knn_prior(text, spl)}
+
+def fuse_spec(base, parts, cold, spec: dict) -> np.ndarray:
+    "z(model) + a z(content) + b z(prior), each standardised per user over the new items."
+    s = zrows(base, cold) + spec['a'] * zrows(parts[spec['content']], cold)
+    if spec['b']: s = s + spec['b'] * zrows(np.broadcast_to(parts[spec['prior']], base.shape), cold)
+    return s
+
+GRID = [dict(content=c, prior=p, a=a, b=b) for c in ('content centred', 'content whitened') for p in ('prior ridge', 'prior knn')
+        for a in (1, 2, 3, 4) for b in (0.5, 1, 1.5, 2)]
+def spec_name(sp): return f"{sp['content']} x{sp['a']} + {sp['prior']} x{sp['b']}"
+
+def run_fusion_grid(base_name: str, seeds):
+    "Fusion weights and parts over a fitted candidate's saved valid scores (no refit): rows under rec['fusion_grid']."
+    rec = load_record(); grid = rec.setdefault('fusion_grid', {}).setdefault(base_name, {})
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed); cold = spl.cold_items
+        base = np.load(SCORES/f'{base_name}_{seed}.npy').astype(np.float64)
+        parts = fusion_parts(ds, text, spl, 'valid')
+        for sp in GRID:
+            grid.setdefault(spec_name(sp), {'spec': sp, 'seeds': {}})['seeds'][str(seed)] = metrics(Scores({'valid': fuse_spec(base, parts, cold, sp)}), spl)
+        for part in parts:   # each part alone
+            z = np.zeros_like(base)
+            sp = dict(content=part, prior=part, a=1, b=0) if part.startswith('content') else dict(content='content centred', prior=part, a=0, b=1)
+            grid.setdefault(f'{part} alone', {'spec': sp, 'seeds': {}})['seeds'][str(seed)] = metrics(Scores({'valid': fuse_spec(z, parts, cold, sp)}), spl)
+        rec['fusion_grid'][base_name] = grid
+        save_record(rec)
+    rows = sorted(((np.mean([v['seeds'][s]['recall@10_cold'] for s in v['seeds']]), k) for k, v in grid.items()), reverse=True)
+    for m, k in rows[:15]: print(f'{m:.4f} {k}')
+
+SCORES = Path('/tmp/cold_scores')   # each fitted candidate's valid scores, for fusions tried after the fit (not recorded)
+
+class Scores:
+    "A model made of a score matrix per part: what `evaluate` needs."
+    def __init__(self, by_part: dict): self.by_part = by_part
+    def score(self, users, on='test'): return self.by_part[on][np.asarray(users)]
+
+def model_scores(model, spl, on) -> np.ndarray:
+    return np.asarray(model.score(np.arange(spl.n_users), on=on))
+
+def metrics(model, spl, on='valid') -> dict:
+    r = evaluate(model, spl, K, on, metrics=['recall', 'ndcg'], candidates=spl.cold_items)
+    return {'recall@10_cold': r['recall@10'], 'ndcg@10_cold': r['ndcg@10'], 'n_users': r['n_users']}
+
+# ---------------------------------------------------------------- the search
+BASE = dict(progress=False)
+CANDIDATES = {   # name -> ColdSequential options; each also yields fused rows (see FUSIONS)
+    'text (default)': {},
+    'text, weight decay 0.1': dict(weight_decay=0.1),
+    'text, adaptor weight decay 1.0': dict(adaptor_wd=1.0),
+    'text, adaptor dropout 0.5': dict(adaptor_dropout=0.5),
+    'text, text noise 0.5': dict(text_noise=0.5),
+    'text, text noise 1.0': dict(text_noise=1.0),
+    'text, normalised items': dict(normalize=True),
+    'text, frozen adaptor (whitening only)': dict(adaptor_lr=0.0),
+    'text, adaptor lr 1e-4': dict(adaptor_lr=1e-4),
+    'text, 1 expert': dict(n_experts=1),
+    'text, dim 32': dict(dim=32),
+    'text, dim 128': dict(dim=128),
+    'text, max_len 20': dict(max_len=20),
+    'text, 1 layer': dict(n_layers=1),
+    'text, patience 1': dict(patience=1),
+    'text, dropout 0.5': dict(dropout=0.5),
+    'text, lr 3e-4': dict(lr=3e-4),
+    'text, lr 1e-4': dict(lr=1e-4),
+    # the adaptor frozen at its PCA whitening or slowed (the best of the first pass), combined with the other helpers
+    'frozen adaptor, dropout 0.5': dict(adaptor_lr=0.0, dropout=0.5),
+    'frozen adaptor, dim 32': dict(adaptor_lr=0.0, dim=32),
+    'frozen adaptor, adaptor dropout 0': dict(adaptor_lr=0.0, adaptor_dropout=0.0),
+    'adaptor lr 1e-4, dropout 0.5': dict(adaptor_lr=1e-4, dropout=0.5),
+}
+FUSIONS = {   # name suffix -> (content weight, popularity-prior weight, history items read by the content score)
+    '+ content 0.5': (0.5, 0, None), '+ content 1': (1, 0, None), '+ content 2': (2, 0, None),
+    '+ content 1 (last 20)': (1, 0, 20),
+    '+ pop prior 0.5': (0, 0.5, None), '+ pop prior 1': (0, 1, None),
+    '+ content 1 + pop prior 0.5': (1, 0.5, None), '+ content 1 + pop prior 1': (1, 1, None),
+    '+ content 2 + pop prior 1': (2, 1, None),
+}
+
+def fused(base: np.ndarray, content: dict, prior: np.ndarray, cold, a, b, last) -> np.ndarray:
+    s = zrows(base, cold)
+    if a: s = s + a * zrows(content[last], cold)
+    if b: s = s + b * zrows(np.broadcast_to(prior, base.shape), cold)
+    return s
+
+def fit_candidate(name, seed, text, extra_kw=None):
+    kw = {**BASE, **CANDIDATES[name], **(extra_kw or {})}
+    model = ColdSequential('text', seed=seed, text_vectors=text, **kw)
+    return model
+
+def run_search(seeds, only=None):
+    rec = load_record()
+    ds = load_movielens('ml-100k')
+    text = item_vectors(ds.items, progress=False)
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed)
+        cold = spl.cold_items
+        content = {last: content_scores(text, spl.histories('valid'), last) for last in (None, 20)}
+        prior = popularity_prior(ds.items, text, spl)
+        for name in CANDIDATES:
+            if only and name not in only: continue
+            row = rec['search'].setdefault(name, {'options': CANDIDATES[name], 'seeds': {}})
+            if str(seed) in row['seeds']: continue
+            before, t0 = load(), time.perf_counter()
+            model = fit_candidate(name, seed, text).fit(spl)
+            fit = time.perf_counter() - t0
+            base = model_scores(model, spl, 'valid')
+            SCORES.mkdir(exist_ok=True); np.save(SCORES/f'{name}_{seed}.npy', base.astype(np.float32))
+            row['seeds'][str(seed)] = {**metrics(Scores({'valid': base}), spl), 'fit_seconds': round(fit, 1),
+                                       'epochs': len(model.history), 'best_epoch': int(np.argmax([h['valid_ndcg@10'] for h in model.history])) + 1,
+                                       'load_before_after': [before, load()]}
+            for suffix, (a, b, last) in FUSIONS.items():
+                f = rec['search'].setdefault(f'{name} {suffix}', {'options': {**CANDIDATES[name], 'fusion': [a, b, last]}, 'seeds': {}})
+                f['seeds'][str(seed)] = {**metrics(Scores({'valid': fused(base, content, prior, cold, a, b, last)}), spl),
+                                         'fit_seconds': round(fit, 1), 'load_before_after': [before, load()]}
+            save_record(rec)
+            r = row['seeds'][str(seed)]
+            print(f"seed {seed} {name:45s} recall {r['recall@10_cold']:.4f} ndcg {r['ndcg@10_cold']:.4f} "
+                  f"fit {fit:.0f}s epochs {r['epochs']} load {load()}", flush=True)
+        for suffix, (a, b, last) in {'content only': (1, 0, None), 'content only (last 20)': (1, 0, 20),
+                                     'pop prior only': (0, 1, None)}.items():   # the fused parts alone
+            z = np.zeros((spl.n_users, spl.n_items))
+            r = rec['search'].setdefault(suffix, {'options': {'fusion': [a, b, last], 'alone': True}, 'seeds': {}})
+            r['seeds'][str(seed)] = {**metrics(Scores({'valid': fused(z, content, prior, cold, a, b, last)}), spl),
+                                     'fit_seconds': 0.0, 'load_before_after': [load(), load()]}
+        save_record(rec)
+
+# ---------------------------------------------------------------- diagnostics (seed 0, valid)
+def diagnose():
+    "How much popularity among the new items explains, and whether the model's item norms carry it."
+    from scipy.stats import spearmanr
+    rec = load_record()
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    spl = split(ds, 'cold', seed=0); cold = spl.cold_items
+    counts_train = np.bincount(spl.train['item_idx'], minlength=spl.n_items)
+    counts_test = np.bincount(spl.test['item_idx'], minlength=spl.n_items)   # held-out counts: a diagnostic ceiling only
+    model = ColdSequential('text', seed=0, text_vectors=text, **BASE).fit(spl)
+    with torch.no_grad(): norms = model.net.item_embeddings().norm(dim=1).numpy()
+    prior = popularity_prior(ds.items, text, spl)
+    known = counts_train > 0
+    d = {
+        'oracle popularity among new items (test-part counts; a ceiling, not a model)':
+            metrics(Scores({'valid': np.broadcast_to(counts_test.astype(float), (spl.n_users, spl.n_items))}), spl),
+        'spearman(item norm, training count), training items': float(spearmanr(norms[known], counts_train[known])[0]),
+        'spearman(item norm, test count), new items': float(spearmanr(norms[cold], counts_test[cold])[0]),
+        'spearman(pop prior, training count), training items': float(spearmanr(prior[known], counts_train[known])[0]),
+        'spearman(pop prior, test count), new items': float(spearmanr(prior[cold], counts_test[cold])[0]),
+        'mean item norm: training items / new items': [float(norms[known].mean()), float(norms[cold].mean())],
+        'new items': int(len(cold)), 'chance recall@10 among new items (about)': round(K / len(cold), 4),
+    }
+    base = model_scores(model, spl, 'valid')
+    SCORES.mkdir(exist_ok=True); np.save(SCORES/'text (default)_0.npy', base.astype(np.float32))
+    # popularity the model itself puts on new items: the mean score over users, correlated with the held-out counts
+    d['spearman(mean model score over users, test count), new items'] = float(spearmanr(base[:, cold].mean(0), counts_test[cold])[0])
+    d['spearman(mean model score over users, training count), training items'] = float(spearmanr(base[:, known].mean(0), counts_train[known])[0])
+    rec['diagnostics'] = d
+    save_record(rec)
+    print(json.dumps(d, indent=1))
+
+# ---------------------------------------------------------------- the one test read
+def run_test(winner: str, seeds=(0, 1, 2)):
+    rec = load_record()
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    name, _, suffix = winner.partition(' +')
+    fusion = FUSIONS['+' + suffix] if suffix else None
+    out = rec['test'].setdefault('runs', {})
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed); cold = spl.cold_items
+        rows = out.setdefault(str(seed), {})
+        for label, make in [('winner: ' + winner, lambda: fit_candidate(name, seed, text)),
+                            ('sequential-id', lambda: SequentialRecommender('id', seed=seed, progress=False)),
+                            ('sequential-scratch', lambda: SequentialRecommender('text', pretrained=False, seed=seed, progress=False))]:
+            if label in rows: continue
+            before, t0 = load(), time.perf_counter()
+            model = make().fit(spl); fit = time.perf_counter() - t0
+            if label.startswith('winner') and fusion:   # the same fit unfused: the winner's own model alone
+                rows[f'{name} alone (the winner without fusion)'] = {**metrics(model, spl, 'test'), 'fit_seconds': round(fit, 1),
+                                                                     'load_before_after': [before, load()]}
+                a, b, last = fusion
+                content = {last: content_scores(text, spl.histories('test'), last)}
+                scored = Scores({'test': fused(model_scores(model, spl, 'test'), content, popularity_prior(ds.items, text, spl), cold, a, b, last)})
+            else: scored = model
+            rows[label] = {**metrics(scored, spl, 'test'), 'fit_seconds': round(fit, 1), 'load_before_after': [before, load()]}
+            save_record(rec)
+            print(f"test seed {seed} {label:50s} recall {rows[label]['recall@10_cold']:.4f}", flush=True)
+    summary = {}
+    for label in out['0']:
+        v = np.array([out[str(s)][label]['recall@10_cold'] for s in seeds])
+        n = np.array([out[str(s)][label]['ndcg@10_cold'] for s in seeds])
+        summary[label] = {'recall@10_cold mean': float(v.mean()), 'recall@10_cold sd': float(v.std(ddof=1)),
+                          'ndcg@10_cold mean': float(n.mean()), 'ndcg@10_cold sd': float(n.std(ddof=1))}
+    w, sid, scr = (summary[k]['recall@10_cold mean'] for k in ('winner: ' + winner, 'sequential-id', 'sequential-scratch'))
+    rec['test'].update(winner=winner, seeds=list(seeds), summary=summary,
+                       ratio_to_sequential_id=w / sid, ratio_to_scratch=w / scr, date=time.strftime('%Y-%m-%d %H:%M'))
+    save_record(rec)
+    print(json.dumps(rec['test']['summary'], indent=1), '\nratios', w / sid, w / scr)
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('what', choices=['search', 'content', 'fusion', 'diagnose', 'test'])
+    p.add_argument('--base', default='text (default)', help='fusion: the fitted candidate whose saved scores are fused')
+    p.add_argument('--seeds', default='0')
+    p.add_argument('--only', default=None, help='semicolon-separated candidate names')
+    p.add_argument('--winner', default=None)
+    a = p.parse_args()
+    if a.what == 'search': run_search([int(s) for s in a.seeds.split(',')], a.only and [s.strip() for s in a.only.split(';')])
+    elif a.what == 'content': run_content([int(s) for s in a.seeds.split(',')])
+    elif a.what == 'fusion': run_fusion_grid(a.base, [int(s) for s in a.seeds.split(',')])
+    elif a.what == 'diagnose': diagnose()
+    else: run_test(a.winner)
