@@ -333,7 +333,8 @@ def assert_readme_sentences_hold(loo: dict, cold: dict, rnd: dict, cold_seeds: d
     with text+ID items and a learned repeat bias is the best model in each recorded seed under both seen-items policies,
     and over three seeds the 95% interval of its lead over the ID-only sequential model lies above zero; without the
     repeat bias, text+ID items lead in each seed too, but the interval of that lead still includes zero. The two-tower model
-    ... is above EASE in the seed-0 table. On items never
+    ... is above EASE in the seed-0 table ... and fits in under five minutes on two cores; re-ranking its top 20 with the
+    tutorial cross-encoder lowers it. On items never
     seen in training (`cold`) the text models
     recommend what ID models cannot; under `random`, EASE with a pretrained text prior edges out plain EASE." Each holds
     on the records, the cold-start one over seeds too: the 95% interval of the paired text - id differences of
@@ -341,7 +342,8 @@ def assert_readme_sentences_hold(loo: dict, cold: dict, rnd: dict, cold_seeds: d
     sequential-id in transfer-loo-seeds.json (seeds 0-2, ndcg@10: +0.015, +0.020, +0.039) has the interval -0.006 to
     +0.055: when more seeds resolve it, this test fails and the sentence is to be rewritten. With the repeat bias the
     lead (+0.027, +0.027, +0.048) has the interval +0.004 to +0.065 under `exclude`."""
-    for m in ('ndcg@10', 'recall@10'): assert loo['two-tower'][m] > loo['ease'][m], m
+    for m in ('ndcg@10', 'recall@10'): assert loo['two-tower'][m] > loo['ease'][m] and loo['two-tower+rerank'][m] < loo['two-tower'][m], m
+    assert loo['two-tower']['fit_seconds'] < 300
     lead = lambda model, part: [run[part][model]['ndcg@10'] - run[part]['sequential-id']['ndcg@10'] for run in loo_seeds['runs']]
     for part in ('results', 'results_keep'):
         for run in loo_seeds['runs']:
@@ -365,12 +367,14 @@ def test_readme_sentences_hold_on_the_records():
     r = records()
     assert_readme_sentences_hold(r['loo']['results'], r['cold']['results'], r['random']['results'], r['cold-seeds'], r['loo-seeds'])
 
-@pytest.mark.parametrize('edit', ['loo', 'cold', 'random', 'seeds', 'loo-seed', 'loo-resolved'])
+@pytest.mark.parametrize('edit', ['loo', 'loo-rerank', 'loo-fit', 'cold', 'random', 'seeds', 'loo-seed', 'loo-resolved'])
 def test_an_edited_record_breaks_a_readme_sentence(edit):
     "Mutation: one number of a record edited so that its sentence is false (or, for the seeds, one seed only)."
     r = records()
     loo, cold, rnd, seeds, loo_seeds = r['loo']['results'], r['cold']['results'], r['random']['results'], r['cold-seeds'], r['loo-seeds']
     if edit == 'loo': loo['ease']['ndcg@10'] = loo['two-tower']['ndcg@10'] + 0.001
+    if edit == 'loo-rerank': loo['two-tower+rerank']['ndcg@10'] = loo['two-tower']['ndcg@10'] + 0.001
+    if edit == 'loo-fit': loo['two-tower']['fit_seconds'] = 301
     if edit == 'cold': cold['sequential-id']['recall@10_cold'] = cold['ease-text']['recall@10_cold'] + 0.001
     if edit == 'random': rnd['ease-text']['ndcg@10'] = rnd['ease']['ndcg@10']
     if edit == 'seeds': seeds['runs'] = seeds['runs'][:1]
