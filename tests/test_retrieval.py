@@ -47,7 +47,7 @@ def test_torch_input_and_bad_input(vecs):
     items, q = vecs
     ix = VectorIndex(torch.from_numpy(items), kind='exact')
     with pytest.raises(DataError, match='unknown index kind'): VectorIndex(items, kind='annoy')
-    with pytest.raises(DataError, match='float32'): VectorIndex(items, dtype='int8')
+    with pytest.raises(DataError, match='float32'): VectorIndex(items, dtype='int4')
     with pytest.raises(DataError, match='2-d'): VectorIndex(items[0])
     with pytest.raises(DataError, match='NaN'): VectorIndex(np.full((3, 4), np.nan))
     with pytest.raises(DataError, match='dimensions'): ix.search(q[:, :5])
@@ -134,6 +134,47 @@ def test_hnsw_from_shards_holds_only_the_shards(vecs, dtype):
     ix = VectorIndex.from_shards(np.array_split(items, 3), sample, len(items), kind='hnsw', dtype=dtype, ef_search=256)
     assert ix.index.ntotal == len(items)
     assert recall_at_k(ix.search(q, 10)[1], truth) >= 0.9
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_hnsw_in_fewer_dimensions_rescored_from_disk(vecs, tmp_path):
+    items, q = vecs
+    truth = VectorIndex(items, kind='exact').search(q, 10)[1]
+    path = tmp_path/'rows.npy'
+    ix = VectorIndex.from_shards([lambda p=p: p for p in np.array_split(items, 3)], clustered(500, seed=7), len(items), kind='hnsw',
+                                 dtype='int8', dims=20, rescore_file=path, k_factor=8, ef_search=256)
+    s, i = ix.search(q, 10)
+    assert recall_at_k(i, truth) >= 0.9
+    np.testing.assert_allclose(s, np.take_along_axis(q @ items.T, i, 1), rtol=1e-5, atol=1e-5)   # exact scores, from the file
+    assert ix.projection.shape == (24, 20) and ix.index.d == 20 and ix.index.ntotal == len(items)
+    assert ix.disk_mb == pytest.approx(path.stat().st_size / 1e6) and (np.load(path) == items.astype(np.float32)).all()
+    s2, i2 = ix.search(q[:1], 10, exclude=[i[0, :3]])
+    assert not set(i2[0]) & set(i[0, :3]) and (i2[0, :7] == i[0, 3:]).all()
+    back = VectorIndex.from_bytes(ix.to_bytes())
+    assert (back.search(q, 10)[1] == i).all() and 're-scored from' in repr(back)
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_an_interrupted_build_keeps_the_old_rescore_file(vecs, tmp_path):
+    items, q = vecs
+    path = tmp_path/'rows.npy'
+    VectorIndex(items, kind='hnsw', dims=16, rescore_file=path)
+    before = path.read_bytes()
+    def interrupted(): raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        VectorIndex.from_shards([items[:1000], interrupted], items[:500], len(items), kind='hnsw', dims=16, rescore_file=path)
+    assert path.read_bytes() == before and not (tmp_path/'rows.npy.partial').exists()
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_rescore_file_errors_name_the_fix(vecs, tmp_path):
+    items, q = vecs
+    with pytest.raises(DataError, match='needs rescore_file'): VectorIndex(items, kind='hnsw', dims=8)
+    with pytest.raises(DataError, match="options of kind='hnsw'"): VectorIndex(items, kind='ivf', rescore_file=tmp_path/'x.npy')
+    with pytest.raises(DataError, match='must lie in'): VectorIndex(items, kind='hnsw', dims=99, rescore_file=tmp_path/'x.npy')
+    with pytest.raises(DataError, match="is for kind='hnsw'"): VectorIndex(items, kind='exact', dtype='int8')
+    data = VectorIndex(items, kind='hnsw', dims=16, rescore_file=tmp_path/'a.npy').to_bytes()
+    np.save(tmp_path/'a.npy', items[:10])                            # another index's file under the same name
+    with pytest.raises(DataError, match='belongs to another index'): VectorIndex.from_bytes(data)
+    (tmp_path/'a.npy').unlink()
+    with pytest.raises(DataError, match='is missing'): VectorIndex.from_bytes(data)
 
 @pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
 def test_ivfpq_train_iterations_reach_faiss(vecs):

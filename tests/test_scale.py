@@ -9,6 +9,7 @@ from transferrec.core import DataError
 from transferrec.data import load_movielens, item_text, synthetic, split
 from transferrec.encoders import encode_texts
 from transferrec.recommend import Recommender
+from transferrec.retrieval import VectorIndex, recall_at_k, faiss_available
 import transferrec.scale as scale
 from transferrec.scale import (encode_catalogue, recommend_all, read_vectors, read_shard, shard_paths, build_index,
                                ray_available, require_ray, check_address)
@@ -130,6 +131,18 @@ def test_in_process_encode_resumes_after_an_interruption(items, tmp_path, monkey
     assert whole['encoded'] == 6
     ix = build_index(tmp_path/'cut')
     assert ix.kind == 'exact' and ix.n_items == 60
+
+@pytest.mark.skipif(not faiss_available(), reason='faiss-cpu (the faiss extra) is not installed')
+def test_a_graph_index_from_shards_rescores_from_its_file(items, tmp_path):
+    "build_index passes the large-catalogue options through: the graph in fewer directions, the rows in a file on disk."
+    encode_catalogue(items, tmp_path/'vectors', shard_rows=16, progress=False)
+    ids, vec = read_vectors(tmp_path/'vectors')
+    ix = build_index(tmp_path/'vectors', kind='hnsw', dtype='int8', dims=48, rescore_file=tmp_path/'rows.npy', k_factor=5, ef_search=64)
+    assert ix.projection.shape == (384, 48) and np.array_equal(np.load(tmp_path/'rows.npy'), vec)
+    s, i = ix.search(vec[:10], 5)
+    exact = VectorIndex(vec, kind='exact').search(vec[:10], 5)
+    assert recall_at_k(i, exact[1]) >= 0.9
+    np.testing.assert_allclose(s, np.take_along_axis(vec[:10] @ vec.T, i, 1), rtol=1e-5, atol=1e-5)
 
 def test_bad_input_names_the_fix(items, run, tmp_path, monkeypatch):
     folder, users = run
