@@ -173,6 +173,9 @@ def test_rescore_file_errors_name_the_fix(vecs, tmp_path):
     data = VectorIndex(items, kind='hnsw', dims=16, rescore_file=tmp_path/'a.npy').to_bytes()
     np.save(tmp_path/'a.npy', items[:10])                            # another index's file under the same name
     with pytest.raises(DataError, match='belongs to another index'): VectorIndex.from_bytes(data)
+    np.save(tmp_path/'a.npy', items.astype(np.float32))
+    (tmp_path/'a.npy').write_bytes((tmp_path/'a.npy').read_bytes()[:-100])   # a copy cut short
+    with pytest.raises(DataError, match='cut short'): VectorIndex.from_bytes(data)
     (tmp_path/'a.npy').unlink()
     with pytest.raises(DataError, match='is missing'): VectorIndex.from_bytes(data)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_retrieval.ipynb #2dfa4a5f
 from __future__ import annotations
-import math, os, time, warnings
+import math, mmap, os, time, warnings
 import numpy as np, torch
 from pathlib import Path
 from fastcore.basics import patch
@@ -311,13 +311,25 @@ def _write_rescore_file(self: VectorIndex, x: np.ndarray):
     except BaseException: _close_rows(f, self.rescore_file, complete=False); raise
     _close_rows(f, self.rescore_file, complete=True)
 
+def _map_rows(path: Path) -> np.ndarray:
+    "A .npy file memory-mapped for random reads: a page fault reads its page, not the read-ahead window around it."
+    with open(path, 'rb') as f:
+        major, _ = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0)(f)
+        offset, size = f.tell(), os.fstat(f.fileno()).st_size
+        if size < offset + int(np.prod(shape)) * dtype.itemsize:
+            raise DataError(f"the re-scoring file {path} is cut short ({size:,} bytes for {shape} {dtype}): build the index again")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    if hasattr(mm, 'madvise') and hasattr(mmap, 'MADV_RANDOM'): mm.madvise(mmap.MADV_RANDOM)
+    return np.frombuffer(mm, dtype, int(np.prod(shape)), offset).reshape(shape)
+
 @patch(as_prop=True)
 def rescore_rows(self: VectorIndex) -> np.ndarray:
     "The re-scoring file, memory-mapped (read from disk as rows are needed), checked against the index once."
     if '_rows' not in self.__dict__:
         path = Path(self.rescore_file)
         if not path.exists(): raise DataError(f"the re-scoring file {path} is missing: copy it along with the index, or build the index again")
-        rows = np.load(path, mmap_mode='r')
+        rows = _map_rows(path)
         if rows.shape != (self.n_items, self.dim) or rows.dtype != np.float32:
             raise DataError(f"the re-scoring file {path} holds {rows.dtype} {rows.shape}, the index {self.n_items:,} x {self.dim} float32: it belongs to another index")
         self._rows = rows
