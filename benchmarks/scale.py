@@ -242,7 +242,7 @@ def rss_parts() -> dict:
 
 def cold_latency(ix, queries: np.ndarray) -> dict:
     "One-query latency with the re-scoring file dropped from the page cache first: every candidate row read from disk."
-    ix.__dict__.pop('_rows', None); gc.collect()                       # unmap it, so the cache can drop its pages
+    ix.release_rows(); gc.collect()                                     # unmap it, so the cache can drop its pages
     fd = os.open(ix.rescore_file, os.O_RDONLY)
     try: os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally: os.close(fd)

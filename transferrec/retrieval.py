@@ -335,6 +335,11 @@ def rescore_rows(self: VectorIndex) -> np.ndarray:
         self._rows = rows
     return self._rows
 
+@patch
+def release_rows(self: VectorIndex):
+    "Unmap the re-scoring file (the next search maps it again), so the OS can drop its pages or the file be replaced."
+    self.__dict__.pop('_rows', None)
+
 @patch(as_prop=True)
 def disk_mb(self: VectorIndex) -> float:
     "Size of the re-scoring file on disk, in MB (0 without one)."
