@@ -8,8 +8,9 @@
   index1m    IVF-PQ with exact re-scoring (nprobe x k_factor sweep), HNSW over the float32 vectors (M 32) and HNSW over
              8-bit codes of the 128 leading directions re-scored from a file on disk (M 24; ef_search sweeps) on 1,000,000
              realistic 384-d vectors, each built from shards: top-10 p50 and recall@10 vs exact on 1,000 queries
-  index10m   a 10,000,000-item index of the last kind built from shards generated one at a time (never all in memory),
-             with its memory (own and mapped-file pages) and its latency with the file dropped from the page cache
+  index10m   a 10,000,000-item int8 graph (96 directions, M 32) built from shards generated one at a time (never all in
+             memory), with its memory (own and mapped-file pages) and its latency with the file dropped from the page cache;
+             --index10m-dir keeps it (and searches a kept one again instead of rebuilding: the build takes most of an hour)
 
 Synthetic vectors are made from the real ml-100k MiniLM item vectors, two ways (both reported): `gaussian` draws from a
 Gaussian with their mean and covariance; `real+noise` takes a real vector and adds half of such a Gaussian's spread.
@@ -207,7 +208,7 @@ def bench_index1m(a, tmp: Path) -> dict:
         for index, options, grid in (
                 ('ivfpq', dict(nlist=1024), [dict(nprobe=p, k_factor=f) for p in (64, 128) for f in (64, 128)]),
                 ('hnsw', dict(hnsw_m=32, ef_construction=a.ef_construction), [dict(ef_search=e) for e in (128, 256, 512, 1024)]),
-                ('hnsw-int8', dict(dtype='int8', dims=a.dims, hnsw_m=a.hnsw_m10m, ef_construction=a.ef_construction10m, k_factor=10,
+                ('hnsw-int8', dict(dtype='int8', **graph_options(a.graph1m), k_factor=10,
                                    rescore_file=str(tmp/'rows1m.npy')), [dict(ef_search=e) for e in (128, 256, 512, 1024)])):
             l0 = load()
             ix = VectorIndex.from_shards(shards, sample, n, kind=index.split('-')[0], **options)
@@ -224,6 +225,11 @@ def bench_index1m(a, tmp: Path) -> dict:
         out[kind] = {'items': n, 'queries': len(queries), 'truth_seconds': truth_s, 'best': best, 'met': bool(met), 'builds': builds}
         del shards; gc.collect()
     return out
+
+def graph_options(spec: str) -> dict:
+    "'dims,M,ef_construction' -> the int8 graph's VectorIndex options."
+    dims, m, efc = (int(x) for x in spec.split(','))
+    return dict(dims=dims, hnsw_m=m, ef_construction=efc)
 
 def spread_kept(real: np.ndarray, dims: int) -> float:
     """Share of the scores' spread across items that the graph's `dims` directions keep, for queries drawn like the items:
@@ -261,7 +267,7 @@ def bench_index10m(a, tmp: Path) -> dict:
     queries = gen(1000, [4, 0])
     keep = Path(a.index10m_dir) if a.index10m_dir else tmp
     keep.mkdir(parents=True, exist_ok=True)
-    options = dict(dtype='int8', dims=a.dims, hnsw_m=a.hnsw_m10m, ef_construction=a.ef_construction10m, k_factor=10, rescore_file=str(keep/'rows10m.npy'))
+    options = dict(dtype='int8', **graph_options(a.graph10m), k_factor=10, rescore_file=str(keep/'rows10m.npy'))
     if (keep/'index10m.json').exists():                                  # kept by an earlier run: searched again, not rebuilt
         ix, built = VectorIndex.from_bytes((keep/'index10m.bin').read_bytes()), json.loads((keep/'index10m.json').read_text())
     else:
@@ -282,7 +288,7 @@ def bench_index10m(a, tmp: Path) -> dict:
     cold = cold_latency(ix, queries[:200])
     print('cold', cold, flush=True)
     return {'items': n, 'vectors': kind, 'shard_rows': rows, 'options': {**options, 'rescore_file': 'rows10m.npy in the index folder'}, **built,
-            'spread_kept_by_dims': spread_kept(real, a.dims), 'index': repr(ix).split(', ef_search')[0], 'memory_mb': ix.memory_mb, 'disk_mb': ix.disk_mb,
+            'spread_kept_by_dims': spread_kept(real, options['dims']), 'index': repr(ix).split(', ef_search')[0], 'memory_mb': ix.memory_mb, 'disk_mb': ix.disk_mb,
             'rss_anon_mb': resident['RssAnon'], 'rss_file_mb': resident['RssFile'],
             'process_peak_mb': peak_mb(), 'truth_seconds': truth_s, **found, 'cold_cache': cold,
             'met': c['recall@10'] >= TARGETS['index10m_recall'] and c['p50_ms'] < TARGETS['index_p50_ms'] and ix.memory_mb < TARGETS['index10m_mb']}
@@ -325,7 +331,7 @@ def report(res: dict) -> str:
         if 'disk_mb' in t:
             cold = t['cold_cache']
             lines += [f"HNSW over 8-bit codes of the {t['options']['dims']} leading directions of the vectors' second moment (they keep {t['spread_kept_by_dims']:.1%} of the "
-                      f"scores' spread across items, measured on the real MiniLM vectors), its {t['options']['k_factor']} x k best candidates re-scored exactly from a float32 file on disk "
+                      f"scores' spread across items, measured on the real MiniLM vectors), its {t['chosen'].get('k_factor', t['options']['k_factor'])} x k best candidates (the chosen setting) re-scored exactly from a float32 file on disk "
                       f"({t['disk_mb']:,.0f} MB). Index memory {t['memory_mb']:,.0f} MB (FAISS's serialised size and the directions); process RSS after the sweep: "
                       f"{t['rss_anon_mb']:,.0f} MB its own (the index, the queries, Python and its libraries), and {t['rss_file_mb']:,.0f} MB pages of the mapped file (page cache the kernel can drop). "
                       f"Peak RSS {t['process_peak_mb']:,.0f} MB, mapped file pages included (the build's {t['build_peak_mb']:,.0f} MB). Built in {t['build_seconds'] / 60:.1f} min from "
@@ -347,9 +353,8 @@ def main():
     p.add_argument('--encode-shard-rows', type=int, default=128, help='encode: texts per shard (one Ray task each)')
     p.add_argument('--train-size', type=int, default=250_000, help='index10m: sample rows (the leading directions and the 8-bit codes\' ranges)')
     p.add_argument('--ef-construction', type=int, default=80, help='index1m: HNSW build beam width')
-    p.add_argument('--dims', type=int, default=128, help='index1m and index10m: directions the int8 HNSW graph works in')
-    p.add_argument('--hnsw-m10m', type=int, default=24, help='index10m: HNSW graph degree')
-    p.add_argument('--ef-construction10m', type=int, default=80, help='index10m: HNSW build beam width')
+    p.add_argument('--graph1m', default='128,24,80', help='index1m: the int8 graph\'s directions, degree (M) and build beam width')
+    p.add_argument('--graph10m', default='96,32,64', help='index10m: the int8 graph\'s directions, degree (M) and build beam width')
     p.add_argument('--index10m-dir', help='index10m: keep the built index and its re-scoring file here (15 GB), and search a kept one again instead of rebuilding')
     p.add_argument('--vectors', default='gaussian,real+noise', help='index1m: generators to run (each merged into the record)')
     p.add_argument('--out', default=str(HERE/'scale.json'))
