@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test check-sync nbtest outputs pytest wheel-test docs docs-test browser readme lab bench bench-truncation bench-transfer reproduce clean
+.PHONY: install demo test check-sync nbtest outputs pytest wheel-test docs docs-test browser readme lab bench bench-truncation bench-transfer bench-studies reproduce clean
 
 install: $(STAMP)
 
@@ -128,6 +128,22 @@ bench-transfer: install
 	$(PY) benchmarks/transfer.py --protocol cold --models pop,sequential-id,sequential-text,sequential-scratch --seeds 0,1,2
 	$(PY) benchmarks/transfer.py --protocol loo --seeds 0,1,2 --jobs 2 \
 	  --models pop,itemknn,ease,sequential-id,sequential-text,sequential-text+id,sequential-text+id+repeats
+	$(MAKE) bench-studies
+
+# the experiments behind issue-sized claims, each resumable and selected on the valid part (about 6 hours on 2 cores):
+# the repeat bias, the tuning search and its one test read, the cross-encoder on EASE's top 50 over three seeds, and
+# the cold-start search (candidates, content scorers, fusion grid, diagnostics, one test read): nbs/results/*/
+COLD = nbs/results/cold/measure.py
+bench-studies: install
+	$(PY) nbs/results/repeats/measure.py --seeds 0,1,2
+	$(PY) nbs/results/sequential_search/search.py
+	$(PY) nbs/results/sequential_search/search.py --test-read --seeds 0,1,2
+	for s in 0 1 2; do $(PY) nbs/results/cross_encoder/measure.py --seed $$s || exit 1; done
+	$(PY) nbs/results/cross_encoder/measure.py --merge
+	$(PY) $(COLD) search --seeds 0 && $(PY) $(COLD) content --seeds 0
+	$(PY) $(COLD) search --seeds 1,2 --only 'text (default);text, 1 expert;text, adaptor lr 1e-4;text, frozen adaptor (whitening only)'
+	$(PY) $(COLD) diagnose && $(PY) $(COLD) fusion --seeds 0,1,2
+	$(PY) $(COLD) test --winner 'text (default) + content 2 + pop prior 1'
 
 # every notebook at full size, slow cells included (hours on a CPU; the study records its results in nbs/results/)
 reproduce: install

@@ -222,8 +222,9 @@ def serving_text(s: dict) -> list[str]:
 
 def catalogue_text(s: dict) -> list[str]:
     md = [f"Synthetic catalogue: {s['items']:,} x {s['dim']} float32 vectors, {s['structure']}; {s['queries']} queries, each "
-          f"{s['query_model']}; top-{s['k']}, one query per call. "
-          "Recall@10 against exact search.", '',
+          f"{s['query_model']}; top-{s['k']}, one query per call"
+          + (f" on the section's thread(s); FAISS builds on {s['build_threads']} threads" if 'build_threads' in s else '')
+          + ". Recall@10 against exact search.", '',
           '| index | build s | memory MB | p50 ms | p99 ms | recall@10 | settings |', '|---|---|---|---|---|---|---|']
     for name, r in s['indexes'].items():
         if isinstance(r, str): md.append(f'| {name} | {r} ||||||'); continue

@@ -208,7 +208,7 @@ def bench_index1m(a, tmp: Path) -> dict:
         for index, options, grid in (
                 ('ivfpq', dict(nlist=1024), [dict(nprobe=p, k_factor=f) for p in (64, 128) for f in (64, 128)]),
                 ('hnsw', dict(hnsw_m=32, ef_construction=a.ef_construction), [dict(ef_search=e) for e in (128, 256, 512, 1024)]),
-                ('hnsw-int8', dict(dtype='int8', **graph_options(a.graph1m), k_factor=10,
+                ('hnsw-int8', dict(**graph_options(a.graph1m), k_factor=10,
                                    rescore_file=str(tmp/'rows1m.npy')), [dict(ef_search=e) for e in (128, 256, 512, 1024)])):
             l0 = load()
             ix = VectorIndex.from_shards(shards, sample, n, kind=index.split('-')[0], **options)
@@ -226,10 +226,12 @@ def bench_index1m(a, tmp: Path) -> dict:
         del shards; gc.collect()
     return out
 
+GRAPH1M, GRAPH10M = '128,24,80', '96,32,64'   # the int8 graphs of the record: directions, degree (M), build beam width
+
 def graph_options(spec: str) -> dict:
     "'dims,M,ef_construction' -> the int8 graph's VectorIndex options."
     dims, m, efc = (int(x) for x in spec.split(','))
-    return dict(dims=dims, hnsw_m=m, ef_construction=efc)
+    return dict(dtype='int8', dims=dims, hnsw_m=m, ef_construction=efc)
 
 def spread_kept(real: np.ndarray, dims: int) -> float:
     """Share of the scores' spread across items that the graph's `dims` directions keep, for queries drawn like the items:
@@ -267,7 +269,7 @@ def bench_index10m(a, tmp: Path) -> dict:
     queries = gen(1000, [4, 0])
     keep = Path(a.index10m_dir) if a.index10m_dir else tmp
     keep.mkdir(parents=True, exist_ok=True)
-    options = dict(dtype='int8', **graph_options(a.graph10m), k_factor=10, rescore_file=str(keep/'rows10m.npy'))
+    options = dict(**graph_options(a.graph10m), k_factor=10, rescore_file=str(keep/'rows10m.npy'))
     if (keep/'index10m.json').exists():                                  # kept by an earlier run: searched again, not rebuilt
         ix, built = VectorIndex.from_bytes((keep/'index10m.bin').read_bytes()), json.loads((keep/'index10m.json').read_text())
     else:
@@ -353,8 +355,8 @@ def main():
     p.add_argument('--encode-shard-rows', type=int, default=128, help='encode: texts per shard (one Ray task each)')
     p.add_argument('--train-size', type=int, default=250_000, help='index10m: sample rows (the leading directions and the 8-bit codes\' ranges)')
     p.add_argument('--ef-construction', type=int, default=80, help='index1m: HNSW build beam width')
-    p.add_argument('--graph1m', default='128,24,80', help='index1m: the int8 graph\'s directions, degree (M) and build beam width')
-    p.add_argument('--graph10m', default='96,32,64', help='index10m: the int8 graph\'s directions, degree (M) and build beam width')
+    p.add_argument('--graph1m', default=GRAPH1M, help='index1m: the int8 graph\'s directions, degree (M) and build beam width')
+    p.add_argument('--graph10m', default=GRAPH10M, help='index10m: the int8 graph\'s directions, degree (M) and build beam width')
     p.add_argument('--index10m-dir', help='index10m: keep the built index and its re-scoring file here (15 GB), and search a kept one again instead of rebuilding')
     p.add_argument('--vectors', default='gaussian,real+noise', help='index1m: generators to run (each merged into the record)')
     p.add_argument('--out', default=str(HERE/'scale.json'))

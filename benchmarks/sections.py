@@ -319,6 +319,16 @@ def first_reaching_target(sweep: dict):
     ok = [p for p, r in sweep.items() if r['recall@10'] >= T['index_recall']]
     return min(ok) if ok else max(sweep)
 
+@contextlib.contextmanager
+def faiss_threads(n: int):
+    "FAISS on `n` threads inside the block: indexes are built on every core, as FAISS does by default, and searched on `--threads`."
+    import faiss
+    before = faiss.omp_get_max_threads(); faiss.omp_set_num_threads(n)
+    try: yield
+    finally: faiss.omp_set_num_threads(before)
+
+BUILD_THREADS = os.cpu_count()
+
 def realistic(n: int, seed: int, kind: str='gaussian') -> np.ndarray:
     "Vectors as hard as real text vectors: `benchmarks/scale.py`'s generator (the ml-100k MiniLM vectors' mean and covariance)."
     from scale import Generator, real_vectors
@@ -340,7 +350,7 @@ def bench_catalogue(a) -> dict:
                      'real+noise': 'ml-100k MiniLM item vectors plus noise from their Gaussian (half its spread)'}[a.catalogue_vectors]
         query_model = 'drawn the same way'
     out = {'items': n, 'dim': d, 'vectors': a.catalogue_vectors, 'structure': structure, 'query_model': query_model,
-           'queries': len(queries), 'k': 10, 'generate_seconds': time.perf_counter() - t0}
+           'queries': len(queries), 'k': 10, 'generate_seconds': time.perf_counter() - t0, 'build_threads': BUILD_THREADS}
     if faiss_available():
         import faiss; faiss.omp_set_num_threads(torch.get_num_threads())
     res, truth = exact_indexes(items, queries)
@@ -371,7 +381,7 @@ def exact_indexes(items: np.ndarray, queries: np.ndarray) -> tuple[dict, np.ndar
 def ivf_index(items: np.ndarray, queries: np.ndarray, truth: np.ndarray, dtype: str) -> dict:
     "An IVF index of `dtype` vectors over an nprobe sweep, reported at the smallest nprobe meeting the recall target."
     from transferrec.retrieval import VectorIndex, recall_at_k
-    ivf = VectorIndex(items, kind='ivf', dtype=dtype)
+    with faiss_threads(BUILD_THREADS): ivf = VectorIndex(items, kind='ivf', dtype=dtype)
     sweep = {}
     for nprobe in (8, 16, 32, 48, 64, 96):
         ivf.set_params(nprobe=nprobe)
@@ -385,7 +395,7 @@ def ivf_index(items: np.ndarray, queries: np.ndarray, truth: np.ndarray, dtype: 
 def hnsw_index(items: np.ndarray, queries: np.ndarray, m: int) -> dict:
     "An HNSW index of the first `m` items over an ef_search sweep (its build is slow on few cores)."
     from transferrec.retrieval import VectorIndex, recall_at_k
-    h = VectorIndex(items[:m], kind='hnsw', ef_search=128)
+    with faiss_threads(BUILD_THREADS): h = VectorIndex(items[:m], kind='hnsw', ef_search=128)
     ht = VectorIndex(items[:m], kind='exact').search(queries, 10)[1]
     sweep = {}
     for ef in (64, 128, 256, 512):
@@ -397,19 +407,21 @@ def hnsw_index(items: np.ndarray, queries: np.ndarray, m: int) -> dict:
             'note': None if m == len(items) else f'built on the first {m:,} items only (build time on this '
                                                   'machine); its build time grows about n log n'}
 
-def hnsw_int8_index(items: np.ndarray, queries: np.ndarray, truth: np.ndarray, dims: int=128) -> dict:
-    "HNSW over 8-bit codes of the `dims` leading directions of all items, its 10 x k best re-scored from a float32 file on disk."
-    import tempfile
+def hnsw_int8_index(items: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
+    "`benchmarks/scale.py`'s 1M graph: HNSW over 8-bit codes of the leading directions of all items, its 10 x k best re-scored from a float32 file on disk."
+    from scale import GRAPH1M, graph_options
     from transferrec.retrieval import VectorIndex, recall_at_k
+    options = dict(**graph_options(GRAPH1M), k_factor=10)
     with tempfile.TemporaryDirectory() as tmp:
-        h = VectorIndex(items, kind='hnsw', dtype='int8', dims=dims, hnsw_m=24, ef_construction=80, k_factor=10, rescore_file=f'{tmp}/rows.npy')
+        with faiss_threads(BUILD_THREADS): h = VectorIndex(items, kind='hnsw', rescore_file=f'{tmp}/rows.npy', **options)
         sweep = {}
         for ef in (128, 256, 512, 1024):
             h.set_params(ef_search=ef)
             sweep[ef] = {'recall@10': recall_at_k(h.search(queries, 10)[1], truth), **latency(h, queries)}
         best = first_reaching_target(sweep)
-        out = {'dims': dims, 'M': 24, 'ef_construction': 80, 'k_factor': 10, 'build_seconds': h.build_seconds, 'memory_mb': h.memory_mb,
-               'disk_mb': h.disk_mb, 'chosen_ef_search': best, **sweep[best], 'sweep': sweep}
+        out = {'dims': options['dims'], 'M': options['hnsw_m'], 'ef_construction': options['ef_construction'], 'k_factor': options['k_factor'],
+               'build_seconds': h.build_seconds, 'memory_mb': h.memory_mb, 'disk_mb': h.disk_mb, 'chosen_ef_search': best,
+               **sweep[best], 'sweep': sweep}
         del h; gc.collect()
     return out
 

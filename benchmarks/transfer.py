@@ -76,7 +76,7 @@ def seeds_markdown(protocol: str) -> list[str]:
                 + (f"; the seeds ran in {r['jobs']} processes at once, so each fit shared the machine with the others"
                    if r.get('jobs', 1) > 1 else '')
                 + f"; run {r['date']}, {r['seconds']:.0f} s in all, load average (1, 5, 15 min) before/after "
-                f"{r['load_average_before_after']}. Mean ± standard deviation over the seeds, then each seed's value.\n",
+                f"{r['load_average_before_after']}.{later_runs(r)} Mean ± standard deviation over the seeds, then each seed's value.\n",
                 f"| model | {' | '.join(cols)} | {' | '.join(f'{headline} seed {s}' for s in r['seeds'])} |",
                 '|---' * (1 + len(cols) + len(r['seeds'])) + '|']
         for m in runs[0]:
@@ -85,6 +85,13 @@ def seeds_markdown(protocol: str) -> list[str]:
             out.append(f"| {m} | {' | '.join(fmt(c) for c in cols)} | {' | '.join(f'{x:.4f}' for x in v[headline])} |")
         out.append('')
     return out
+
+def later_runs(r: dict) -> str:
+    "The latest run merged into the record for each model it measured again: when, in how many processes, under what load, why."
+    last = {m: a for a in r.get('added', []) for m in a['models']}
+    return ''.join(f" {m} was measured again on {a['date']}" + ({1: ' alone (one process)'}.get(a['jobs'], f" in {a['jobs']} processes at once") if 'jobs' in a else '')
+                   + (f", load average before/after {a['load_average_before_after']}" if 'load_average_before_after' in a else '')
+                   + (f" ({a['why']})" if 'why' in a else '') + ', and its row is that run.' for m, a in last.items())
 
 def run_seeds(protocol: str, models: str, seeds: list[int]) -> dict:
     "Benchmark `models` once per seed, each fitted model measured under both seen-items policies: the seeds record."
@@ -125,7 +132,7 @@ def run(protocol: str, models: str, seed: int) -> dict:
 
 def added(res: dict, results: dict) -> dict:
     "What a merged run adds to a record's history: when, how long, under what load, which models."
-    return {k: res[k] for k in ('date', 'seconds', 'load_average_before_after')} | {'models': list(results)}
+    return {k: res[k] for k in ('date', 'seconds', 'load_average_before_after', 'jobs') if k in res} | {'models': list(results)}
 
 def merge_seeds(old: dict, new: dict) -> dict:
     "A --seeds run's models added to the recorded run with the same seeds, seed by seed and under both policies."

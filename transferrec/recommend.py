@@ -430,14 +430,20 @@ def reason_quality(rec: Recommender, # a fitted Recommender whose items have the
 def build_index(self: Recommender,
                 kind: str='auto', # "auto", "exact", "ivf" or "hnsw" (see `transferrec.retrieval.VectorIndex`)
                 dtype: str='float32', # storage of the item vectors: "float16" halves their memory
-                **options, # other `VectorIndex` options, e.g. nprobe=32
+                recall: float|None=0.95, # FAISS kinds: search as wide as recall@10 on 500 of the users needs (`VectorIndex.tune`); None: as `options` say
+                **options, # other `VectorIndex` options, e.g. nlist=1024
                ) -> VectorIndex:
     "Index the item vectors, so `recommend` searches the top items instead of scoring the whole catalogue."
     if not hasattr(self, 'histories'): raise DataError("this recommender is not trained yet; call fit() first")
     if not supports_index(self.model):
         raise DataError(f"the {self.strategy} strategy has no item vectors to index (it reads each user-item pair jointly); "
                         "index a 'sequential' or 'two-tower' recommender")
-    self.index_ = VectorIndex(self.model.item_matrix(), kind=kind, dtype=dtype, **options)
+    items = self.model.item_matrix()
+    self.index_ = VectorIndex(items, kind=kind, dtype=dtype, **options)
+    if recall is not None and self.index_.kind != 'exact':
+        users = np.random.default_rng(0).permutation(len(self.histories))[:500]
+        queries = self.model.user_vectors([self.histories[u] for u in users])
+        self.index_.tune(queries, VectorIndex(items, kind='exact').search(queries, 10)[1], recall)
     return self.index_
 
 # %% ../nbs/08_recommend.ipynb #be16ccce

@@ -8,12 +8,13 @@ import math, mmap, os, time, warnings
 import numpy as np, torch
 from pathlib import Path
 from fastcore.basics import patch
-from .core import DataError
+from contextlib import contextmanager, nullcontext
+from .core import DataError, atomic_write
 from .metrics import topk
 
 # %% auto #0
-__all__ = ['INDEX_KINDS', 'AUTO_THRESHOLD', 'faiss_available', 'VectorIndex', 'recall_at_k', 'leading_directions',
-           'supports_index', 'top_items']
+__all__ = ['INDEX_KINDS', 'AUTO_THRESHOLD', 'SEARCH_WIDTHS', 'faiss_available', 'VectorIndex', 'recall_at_k',
+           'leading_directions', 'supports_index', 'top_items']
 
 # %% ../nbs/07_retrieval.ipynb #fda640b9
 INDEX_KINDS = ('auto', 'exact', 'ivf', 'hnsw', 'ivfpq')
@@ -47,6 +48,8 @@ def _matrix(vectors, what: str='vectors') -> np.ndarray:
 # %% ../nbs/07_retrieval.ipynb #cf084ea1
 class VectorIndex:
     "Maximum inner product top-k search over a fixed matrix of item vectors (exact, FAISS IVF or FAISS HNSW)."
+    projection: np.ndarray|None = None # hnsw with `dims`: the [dim, dims] directions the graph works in
+    rescore_file: str|None = None # hnsw: the float32 rows its candidates are re-scored from
     def __init__(self,
                  vectors, # [n_items, dim] item vectors (array or tensor)
                  kind: str='auto', # "exact", "ivf", "hnsw", or "auto" (ivf from AUTO_THRESHOLD items when FAISS is installed)
@@ -83,7 +86,8 @@ class VectorIndex:
                 self.index.add(x)
             else:
                 self._build_hnsw(faiss, x, hnsw_m, ef_construction, ef_search, dims=dims, rescore_file=rescore_file, k_factor=k_factor)
-                if rescore_file: self._write_rescore_file(x)
+                if rescore_file:
+                    with _rows_file(rescore_file, *x.shape) as f: f.write(x.tobytes())
         self.build_seconds = time.perf_counter() - t0
 
     def nlist_for(self, nlist: int|None=None # as given; None: about sqrt(n_items) (ivf) or 4 sqrt(n_items) (ivfpq)
@@ -105,8 +109,7 @@ class VectorIndex:
         if self.kind == 'exact': return self.vectors.numel() * self.vectors.element_size() / 1e6
         faiss = _faiss()
         w = faiss.VectorIOWriter(); faiss.write_index(self.index, w)   # the serialised size: vectors, lists, graph
-        projection = getattr(self, 'projection', None)
-        return (faiss.vector_to_array(w.data).nbytes + (projection.nbytes if projection is not None else 0)) / 1e6
+        return (faiss.vector_to_array(w.data).nbytes + (self.projection.nbytes if self.projection is not None else 0)) / 1e6
 
 # %% ../nbs/07_retrieval.ipynb #e5610317
 def _check_storage(kind: str, dtype: str, dims: int|None, rescore_file, dim: int):
@@ -175,9 +178,8 @@ def search(self: VectorIndex,
 @patch
 def _approximate(self: VectorIndex, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     "FAISS's top `k` (-1 / -inf pad); with a re-scoring file, its `k_factor * k` best candidates re-scored exactly from the file."
-    projection, rescore = getattr(self, 'projection', None), getattr(self, 'rescore_file', None)
-    s, i = self.index.search(q @ projection if projection is not None else q, k * self.k_factor if rescore else k)
-    if rescore: return _rescore(self.rescore_rows, q, i, k)
+    s, i = self.index.search(q @ self.projection if self.projection is not None else q, k * self.k_factor if self.rescore_file else k)
+    if self.rescore_file: return _rescore(self.rescore_rows, q, i, k)
     return np.where(i >= 0, s, -np.inf).astype(np.float32), i.astype(np.int64)
 
 # %% ../nbs/07_retrieval.ipynb #1e6b8a3d
@@ -191,15 +193,15 @@ def set_params(self: VectorIndex,
     if nprobe is not None and self.kind == 'ivf': self.nprobe = self.index.nprobe = int(nprobe)
     if nprobe is not None and self.kind == 'ivfpq': self.nprobe = _faiss().extract_index_ivf(self.index).nprobe = int(nprobe)
     if k_factor is not None and self.kind == 'ivfpq' and self.refine != 'none': self.k_factor = self.index.k_factor = int(k_factor)
-    if k_factor is not None and getattr(self, 'rescore_file', None): self.k_factor = int(k_factor)
+    if k_factor is not None and self.rescore_file: self.k_factor = int(k_factor)
     if ef_search is not None and self.kind == 'hnsw': self.ef_search = self.index.hnsw.efSearch = int(ef_search)
     return self
 
 @patch
 def __repr__(self: VectorIndex):
     extra = {'ivf': lambda: f", nlist={self.nlist}, nprobe={self.nprobe}",
-             'hnsw': lambda: f", ef_search={self.ef_search}" + (f", {self.projection.shape[1]} dims" if getattr(self, 'projection', None) is not None else '')
-                             + (f", re-scored from {self.rescore_file}, k_factor={self.k_factor}" if getattr(self, 'rescore_file', None) else ''),
+             'hnsw': lambda: f", ef_search={self.ef_search}" + (f", {self.projection.shape[1]} dims" if self.projection is not None else '')
+                             + (f", re-scored from {self.rescore_file}, k_factor={self.k_factor}" if self.rescore_file else ''),
              'ivfpq': lambda: f", nlist={self.nlist}, PQ{self.pq_m}x4, nprobe={self.nprobe}, k_factor={self.k_factor}"}
     return (f"VectorIndex({self.kind}, {self.n_items:,} x {self.dim}, {self.dtype}{extra.get(self.kind, str)()}, "
             f"{self.memory_mb:.1f} MB, built in {self.build_seconds:.2f} s)")
@@ -282,6 +284,32 @@ def _build_ivfpq(self: VectorIndex,
     self.k_factor = int(k_factor)
     if refine != 'none': self.index.k_factor = self.k_factor
 
+# %% ../nbs/07_retrieval.ipynb #4323f850
+SEARCH_WIDTHS = {'ivf': 'nprobe', 'ivfpq': 'nprobe', 'hnsw': 'ef_search'}   # the setting `tune` widens, by index kind
+
+@patch
+def tune(self: VectorIndex,
+         queries, # [n_queries, dim] queries like those to be served (e.g. a sample of user vectors)
+         exact: np.ndarray, # [n_queries, k] their exact top-k item indices (e.g. from `VectorIndex(items, kind='exact')`)
+         recall: float=0.95, # the recall@k to reach
+        ) -> dict:
+    "Double the search width (nprobe, or ef_search) until recall@k against `exact` reaches `recall`, and keep that width."
+    if not 0 < recall <= 1: raise DataError(f"recall must lie in (0, 1], got {recall}")
+    if self.kind not in SEARCH_WIDTHS: return {'recall': 1.0}                      # exact: nothing to tune
+    name, k = SEARCH_WIDTHS[self.kind], np.asarray(exact).shape[1]
+    width, widest = (1, self.nlist) if name == 'nprobe' else (max(k, 16), max(k, min(4096, self.n_items)))
+    tried = {}
+    while True:
+        self.set_params(**{name: width})
+        tried[width] = recall_at_k(self.search(queries, k)[1], exact)
+        if tried[width] >= recall or width >= widest: break
+        width = min(2 * width, widest)
+    if tried[width] < recall:
+        warnings.warn(f"the widest search ({name}={width}) reaches recall@{k} {tried[width]:.3f}, below {recall}: "
+                      "build a denser index (more nlist cells, a larger hnsw_m) or use kind='exact'")
+    self.tuned = {'setting': name, 'value': width, 'recall': tried[width], 'target': recall, 'queries': len(exact), 'tried': tried}
+    return self.tuned
+
 # %% ../nbs/07_retrieval.ipynb #6b93c814
 def leading_directions(x: np.ndarray, # [n, dim] vectors (a sample of the catalogue)
                        dims: int, # directions to keep
@@ -291,25 +319,14 @@ def leading_directions(x: np.ndarray, # [n, dim] vectors (a sample of the catalo
     return np.ascontiguousarray(v[:, ::-1][:, :dims], dtype=np.float32)
 
 # %% ../nbs/07_retrieval.ipynb #7504b390
-def _open_rows(path: str, n_items: int, dim: int):
-    "A float32 .npy file of [n_items, dim] rows to append to, under `path` + '.partial' (its header written)."
-    f = open(f'{path}.partial', 'wb')
-    np.lib.format.write_array_header_1_0(f, {'descr': '<f4', 'fortran_order': False, 'shape': (int(n_items), int(dim))})
-    return f
-
-def _close_rows(f, path: str, complete: bool):
-    "Close and rename a whole file to `path`; an incomplete one is deleted, and `path` is left as it was."
-    f.close()
-    if complete: os.replace(f'{path}.partial', path)
-    else: Path(f'{path}.partial').unlink(missing_ok=True)
-
-@patch
-def _write_rescore_file(self: VectorIndex, x: np.ndarray):
-    "Write all of `x` (float32 [n_items, dim]) to `rescore_file`."
-    f = _open_rows(self.rescore_file, self.n_items, self.dim)
-    try: f.write(x.tobytes())
-    except BaseException: _close_rows(f, self.rescore_file, complete=False); raise
-    _close_rows(f, self.rescore_file, complete=True)
+@contextmanager
+def _rows_file(path, # the .npy file to write
+              n_items: int, dim: int, # the shape of the rows it will hold
+             ):
+    "A float32 .npy file of [n_items, dim] rows to append to; `atomic_write` puts it at `path` only if the block ends without an error."
+    with atomic_write(path) as f:
+        np.lib.format.write_array_header_1_0(f, {'descr': '<f4', 'fortran_order': False, 'shape': (int(n_items), int(dim))})
+        yield f
 
 def _map_rows(path: Path) -> np.ndarray:
     "A .npy file memory-mapped for random reads: a page fault reads its page, not the read-ahead window around it."
@@ -343,7 +360,7 @@ def release_rows(self: VectorIndex):
 @patch(as_prop=True)
 def disk_mb(self: VectorIndex) -> float:
     "Size of the re-scoring file on disk, in MB (0 without one)."
-    return os.path.getsize(self.rescore_file) / 1e6 if getattr(self, 'rescore_file', None) else 0.0
+    return os.path.getsize(self.rescore_file) / 1e6 if self.rescore_file else 0.0
 
 def _rescore(rows: np.ndarray, q: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     "Each query's candidates (-1: none) scored exactly against `rows`, best `k` first (-1 / -inf pad)."
@@ -379,12 +396,8 @@ def from_shards(cls: VectorIndex,
     else:   # codes and directions from the sample; the graph holds only the shards' vectors
         self._build_hnsw(_faiss(), sample, options.get('hnsw_m', 32), options.get('ef_construction', 200), options.get('ef_search', 128),
                          add=False, dims=options.get('dims'), rescore_file=options.get('rescore_file'), k_factor=options.get('k_factor', 16))
-    rows = _open_rows(self.rescore_file, self.n_items, self.dim) if kind == 'hnsw' and self.rescore_file else None
-    try: self._add_shards(shards, store if kind == 'exact' else None, rows)
-    except BaseException:
-        if rows is not None: _close_rows(rows, self.rescore_file, complete=False)
-        raise
-    if rows is not None: _close_rows(rows, self.rescore_file, complete=True)
+    with _rows_file(self.rescore_file, self.n_items, self.dim) if kind == 'hnsw' and self.rescore_file else nullcontext() as rows:
+        self._add_shards(shards, store if kind == 'exact' else None, rows)
     if kind == 'exact': self._build_exact(store)
     self.build_seconds = time.perf_counter() - t0
     return self
@@ -392,13 +405,13 @@ def from_shards(cls: VectorIndex,
 @patch
 def _add_shards(self: VectorIndex, shards: list, store: np.ndarray|None, rows=None):
     "Add each shard to the FAISS index (in the graph's directions), or copy it into the exact `store`; append it to the re-scoring file `rows`."
-    start, projection = 0, getattr(self, 'projection', None)
+    start = 0
     for shard in shards:
         x = _matrix(shard() if callable(shard) else shard, 'shard')
         if x.shape[1] != self.dim: raise DataError(f"a shard has {x.shape[1]} dimensions, the sample {self.dim}; build from one job's shards")
         if start + len(x) > self.n_items: raise DataError(f"the shards hold more than n_items={self.n_items:,} rows; pass their total")
         if store is not None: store[start:start + len(x)] = x
-        else: self.index.add(x @ projection if projection is not None else x)
+        else: self.index.add(x @ self.projection if self.projection is not None else x)
         if rows is not None: rows.write(x.tobytes())
         start += len(x)
     if start != self.n_items: raise DataError(f"the shards hold {start:,} rows, not n_items={self.n_items:,}; pass their total")
