@@ -125,7 +125,7 @@ bench-truncation: install
 bench-transfer: install
 	for p in loo random cold; do $(PY) benchmarks/transfer.py --protocol $$p || exit 1; done
 	$(PY) benchmarks/transfer.py --protocol loo --models sequential-text-tuned --merge
-	$(PY) benchmarks/transfer.py --protocol cold --models pop,sequential-id,sequential-text,sequential-scratch --seeds 0,1,2
+	$(PY) benchmarks/transfer.py --protocol cold --models pop,sequential-id,sequential-text,sequential-scratch,sequential-text+content --seeds 0,1,2
 	$(PY) benchmarks/transfer.py --protocol loo --seeds 0,1,2 --jobs 2 \
 	  --models pop,itemknn,ease,sequential-id,sequential-text,sequential-text+id,sequential-text+id+repeats
 	$(MAKE) bench-studies

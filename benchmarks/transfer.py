@@ -87,11 +87,11 @@ def seeds_markdown(protocol: str) -> list[str]:
     return out
 
 def later_runs(r: dict) -> str:
-    "The latest run merged into the record for each model it measured again: when, in how many processes, under what load, why."
+    "The latest run merged into the record for each model it holds: when, in how many processes, under what load, why."
     last = {m: a for a in r.get('added', []) for m in a['models']}
-    return ''.join(f" {m} was measured again on {a['date']}" + ({1: ' alone (one process)'}.get(a['jobs'], f" in {a['jobs']} processes at once") if 'jobs' in a else '')
+    return ''.join(f" {m}'s row is from a later run, {a['date']}" + ({1: ', alone (one process)'}.get(a['jobs'], f", {a['jobs']} processes at once") if 'jobs' in a else '')
                    + (f", load average before/after {a['load_average_before_after']}" if 'load_average_before_after' in a else '')
-                   + (f" ({a['why']})" if 'why' in a else '') + ', and its row is that run.' for m, a in last.items())
+                   + (f" ({a['why']})" if 'why' in a else '') + '.' for m, a in last.items())
 
 def run_seeds(protocol: str, models: str, seeds: list[int]) -> dict:
     "Benchmark `models` once per seed, each fitted model measured under both seen-items policies: the seeds record."
@@ -137,7 +137,7 @@ def added(res: dict, results: dict) -> dict:
 def merge_seeds(old: dict, new: dict) -> dict:
     "A --seeds run's models added to the recorded run with the same seeds, seed by seed and under both policies."
     if old['seeds'] != new['seeds']: raise SystemExit(f"--merge needs the recorded seeds {old['seeds']}, got {new['seeds']}")
-    runs = [o | {part: o[part] | n[part] for part in ('results', 'results_keep')} for o, n in zip(old['runs'], new['runs'])]
+    runs = [o | {part: o[part] | n[part] for part in ('results', 'results_keep') if part in o} for o, n in zip(old['runs'], new['runs'])]
     return old | {'runs': runs, 'added': old.get('added', []) + [added(new, new['runs'][0]['results'])]}
 
 

@@ -13,7 +13,7 @@ from .data import Dataset, Split, load_movielens, synthetic
 from .data import split as split_dataset
 from .metrics import evaluate, parse_k, rating_metrics
 from .baselines import BASELINES, construct
-from .sequential import TextEASE
+from .sequential import TextEASE, ContentFusion
 from .twotower import TWO_TOWER_TUTORIAL
 from .crossencoder import CROSS_ENCODER_TUTORIAL
 from .recommend import Recommender
@@ -32,6 +32,7 @@ TRANSFER_MODELS = {
     'sequential-scratch': partial(Recommender, 'sequential', item_repr='text', pretrained=False),
     'sequential-text-tuned': partial(Recommender, 'sequential', item_repr='text', trainable_layers=1, num_threads=None),  # big steps: all cores
     'ease-text': TextEASE,
+    'sequential-text+content': ContentFusion,   # for new items: + content similarity and a popularity prior (06_sequential)
     'two-tower': partial(Recommender, 'two-tower', **TWO_TOWER_TUTORIAL),
     'two-tower+rerank': partial(Recommender, 'cross-encoder', retriever={'strategy': 'two-tower', **TWO_TOWER_TUTORIAL},
                                 **CROSS_ENCODER_TUTORIAL),

@@ -19,7 +19,8 @@ from .baselines import EASE
 # %% auto #0
 __all__ = ['ITEM_REPRESENTATIONS', 'IMAGE_REPRESENTATIONS', 'UNSEEN_ITEMS', 'REPEAT_LR', 'item_vectors', 'MoEAdaptor',
            'SequentialModel', 'history_windows', 'TextTower', 'SequentialRecommender', 'require_text', 'plot_history',
-           'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'RatingModel',
+           'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'centred_unit',
+           'content_features', 'popularity_prior', 'standardise_over', 'ContentFusion', 'RatingModel',
            'RatingRecommender']
 
 # %% ../nbs/06_sequential.ipynb #ecde9aa5
@@ -688,6 +689,73 @@ def _repeat_bias(self: SequentialRecommender, windows, idx, known): # windows wi
     x, y, lengths, before, offsets = windows
     mask = repeat_mask(x[idx], lengths[idx], self.net.n_items, batch_before(before, offsets, idx))[y[idx] != -100]
     return self.net.repeat * mask[:, known]
+
+# %% ../nbs/06_sequential.ipynb #2e606f6d
+def centred_unit(v: np.ndarray) -> np.ndarray:
+    "Vectors minus their mean, at unit length: MiniLM's vectors share one large common direction, which centring removes."
+    v = v - v.mean(0)
+    return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-9)
+
+def content_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
+                     text: np.ndarray, # [n_items, dim] item text vectors
+                    ) -> np.ndarray:
+    "What is known of an item before anyone rates it: its centred text vector, 5-year buckets of `year`, one-hots of `genres`."
+    parts = [centred_unit(text)]
+    if 'year' in items:
+        buckets = np.clip((items['year'].fillna(0).astype(int).to_numpy() - 1920) // 5, -1, 16)
+        parts.append((buckets[:, None] == np.arange(-1, 17)[None]).astype(np.float32))
+    if 'genres' in items: parts.append(items['genres'].fillna('').str.get_dummies('|').to_numpy(np.float32))
+    return np.hstack(parts)
+
+def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_features`
+                     counts: np.ndarray, # [n_items] training interactions per item
+                     lam: float=3.0, # ridge strength, times sqrt(items with interactions)
+                    ) -> np.ndarray:
+    "Ridge regression of log(1 + count) on content features, fitted on the items with interactions: a predicted popularity for every item."
+    known = counts > 0
+    Xk, y = features[known], np.log1p(counts[known])
+    mu = Xk.mean(0); Xc = Xk - mu
+    w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(features.shape[1]), Xc.T @ (y - y.mean()))
+    return (features - mu) @ w + y.mean()
+
+# %% ../nbs/06_sequential.ipynb #be5d5d47
+def standardise_over(s: np.ndarray, # [n_users, n_items] scores
+                     items: np.ndarray, # the items whose scores set each row's mean and spread
+                    ) -> np.ndarray:
+    "Each row minus its mean over `items`, divided by its spread over them."
+    sub = s[:, items]
+    return (s - sub.mean(1, keepdims=True)) / sub.std(1, keepdims=True).clip(1e-9)
+
+class ContentFusion:
+    "A sequential text model fused with content similarity to the history and a popularity prior from content, for new items."
+    def __init__(self, content: float=2.0, # weight a of the history's text similarity
+                 prior: float=1.0, # weight b of the predicted popularity
+                 item_repr: str='text', # the sequential model's items (as in `SequentialRecommender`)
+                 **kw): # other `SequentialRecommender` options (seed, epochs, progress, ...)
+        self.model, self.weights = SequentialRecommender(item_repr, **kw), dict(content=float(content), prior=float(prior))
+
+    def fit(self, split: Split) -> 'ContentFusion':
+        "Train the sequential model (its early stopping reads its own scores), then fit the popularity prior on the training counts."
+        self.model.fit(split)
+        text, counts = np.asarray(self.model.text_vectors), np.bincount(split.train['item_idx'].to_numpy(), minlength=split.n_items)
+        self.split, self.text_unit_ = split, centred_unit(text)
+        self.new_items_ = np.arange(split.n_items) if split.cold_items is None else np.asarray(split.cold_items)
+        self.prior_ = popularity_prior(content_features(split.dataset.items, text), counts)
+        return self
+
+# %% ../nbs/06_sequential.ipynb #232eb799
+@patch
+def score(self: ContentFusion, user_indices: np.ndarray, # users to score
+          on: str='test', # the part being predicted
+         ) -> np.ndarray:
+    "z(model) + a z(similarity of the history's mean text to each item) + b z(predicted popularity), per user."
+    users, new = np.asarray(user_indices), self.new_items_
+    hist = self.split.histories(on)
+    profile = np.stack([self.text_unit_[hist[u]].mean(0) if len(hist[u]) else np.zeros(self.text_unit_.shape[1]) for u in users])
+    similarity = (profile / np.linalg.norm(profile, axis=1, keepdims=True).clip(1e-9)) @ self.text_unit_.T
+    fused = standardise_over(self.model.score(users, on), new) + self.weights['content'] * standardise_over(similarity, new)
+    if self.weights['prior']: fused = fused + self.weights['prior'] * standardise_over(np.broadcast_to(self.prior_, similarity.shape), new)
+    return fused
 
 # %% ../nbs/06_sequential.ipynb #43f0587f
 class RatingModel(nn.Module):
