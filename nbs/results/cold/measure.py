@@ -25,6 +25,7 @@ from transferrec.core import atomic_write, machine_info
 from transferrec.data import load_movielens, split
 from transferrec.metrics import evaluate
 from transferrec.sequential import SequentialRecommender, SequentialModel, item_vectors
+from transferrec.sequential import centred_unit, content_features, popularity_prior as ridge_prior, standardise_over as zrows
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE/'cold.json'
@@ -92,39 +93,16 @@ class ColdSequential(SequentialRecommender):
         if groups[-1]['lr'] == 0: self.net.adaptor.requires_grad_(False); groups.pop()   # frozen: PCA whitening only
         return groups
 
-# ---------------------------------------------------------------- content scores fused with the model's
-def centred_unit(v: np.ndarray) -> np.ndarray:
-    v = v - v.mean(0)
-    return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-9)
-
+# ---------------------------------------------------------------- content scores fused with the model's (the parts are the library's, 06_sequential)
 def content_scores(text: np.ndarray, histories: list, last: int|None=None) -> np.ndarray:
     "Cosine of each item's (centred) text vector with the mean of the user's history vectors: [n_users, n_items]."
     t = centred_unit(text)
     prof = np.stack([t[h[-last:] if last else h].mean(0) if len(h) else np.zeros(t.shape[1]) for h in histories])
     return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
 
-def content_features(items: pd.DataFrame, text: np.ndarray) -> np.ndarray:
-    "Text vectors, year (5-year buckets) and genre one-hots: what is known of an item before anyone rates it."
-    year = items['year'].fillna(0).astype(int).to_numpy()
-    buckets = np.clip((year - 1920) // 5, -1, 16)
-    yb = (buckets[:, None] == np.arange(-1, 17)[None]).astype(np.float32)
-    genres = items['genres'].fillna('').str.get_dummies('|').to_numpy(np.float32)
-    return np.hstack([centred_unit(text), yb, genres])
-
 def popularity_prior(items, text, spl, lam: float=3.0) -> np.ndarray:
-    "Ridge regression of log(1 + training count) on content features, fitted on training items: a score for every item."
-    X = content_features(items, text)
-    counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
-    known = counts > 0
-    Xk, y = X[known], np.log1p(counts[known])
-    mu = Xk.mean(0); Xc = Xk - mu
-    w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(X.shape[1]), Xc.T @ (y - y.mean()))
-    return (X - mu) @ w + y.mean()
-
-def zrows(s: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    "Standardise each user's scores by their mean and spread over the new items (the ranked candidates)."
-    sub = s[:, cols]
-    return (s - sub.mean(1, keepdims=True)) / sub.std(1, keepdims=True).clip(1e-9)
+    "The library's ridge prior (`transferrec.sequential.popularity_prior`) from the training counts of `spl`."
+    return ridge_prior(content_features(items, text), np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items), lam)
 
 def rated_histories(spl, on: str) -> tuple[list, list]:
     "Each user's history items and ratings (train; plus valid when predicting test)."
