@@ -331,8 +331,9 @@ def test_deterministic_baselines_are_the_recorded_ones(random_split, random_ease
 def assert_readme_sentences_hold(loo: dict, cold: dict, rnd: dict, cold_seeds: dict, loo_seeds: dict):
     """nbs/index.ipynb (the README) says, of the tables it shows: "On the time-ordered `loo` split the sequential model
     with text+ID items and a learned repeat bias is the best model in each recorded seed under both seen-items policies
-    and fits in under five minutes on two cores (measured alone on the machine), and over three seeds the 95% interval of its lead over the ID-only sequential model lies above zero; without the
-    repeat bias, text+ID items lead in each seed too, but the interval of that lead still includes zero. The two-tower model
+    and fits in under five minutes on two cores (measured alone on the machine), and over three seeds the 95% interval
+    of its lead over the ID-only sequential model lies above zero; without the repeat bias, text+ID items lead in each
+    seed too, but the interval of that lead still includes zero. The two-tower model
     ... is above EASE in the seed-0 table ... and fits in under five minutes on two cores; re-ranking its top 20 with the
     tutorial cross-encoder lowers it. On items never
     seen in training (`cold`) the text models

@@ -97,6 +97,11 @@ class VectorIndex:
         root = math.sqrt(self.n_items) * (4 if self.kind == 'ivfpq' else 1)
         return int(max(1, min(round(root), self.n_items // 39 or 1)))
 
+    def _graph_space(self, x: np.ndarray # [n, dim] vectors
+                    ) -> np.ndarray:
+        "Vectors as the graph holds them: in its `dims` leading directions when it has them, else as they are."
+        return x @ self.projection if self.projection is not None else x
+
     def _build_exact(self, x: np.ndarray # [n_items, dim] float32 item vectors
                     ):
         "Keep the vectors as a tensor; for float16, decide once whether to multiply in float16."
@@ -178,7 +183,7 @@ def search(self: VectorIndex,
 @patch
 def _approximate(self: VectorIndex, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     "FAISS's top `k` (-1 / -inf pad); with a re-scoring file, its `k_factor * k` best candidates re-scored exactly from the file."
-    s, i = self.index.search(q @ self.projection if self.projection is not None else q, k * self.k_factor if self.rescore_file else k)
+    s, i = self.index.search(self._graph_space(q), k * self.k_factor if self.rescore_file else k)
     if self.rescore_file: return _rescore(self.rescore_rows, q, i, k)
     return np.where(i >= 0, s, -np.inf).astype(np.float32), i.astype(np.int64)
 
@@ -247,7 +252,7 @@ def _build_hnsw(self: VectorIndex,
     ip, codes = faiss.METRIC_INNER_PRODUCT, {'float16': faiss.ScalarQuantizer.QT_fp16, 'int8': faiss.ScalarQuantizer.QT_8bit}
     self.projection = leading_directions(x, dims) if dims else None
     self.rescore_file, self.k_factor = (str(rescore_file) if rescore_file else None), int(k_factor)
-    g = x @ self.projection if dims else x
+    g = self._graph_space(x)
     self.index = (faiss.IndexHNSWSQ(g.shape[1], codes[self.dtype], hnsw_m, ip) if self.dtype in codes
                   else faiss.IndexHNSWFlat(g.shape[1], hnsw_m, ip))
     self.index.hnsw.efConstruction = int(ef_construction)
@@ -411,7 +416,7 @@ def _add_shards(self: VectorIndex, shards: list, store: np.ndarray|None, rows=No
         if x.shape[1] != self.dim: raise DataError(f"a shard has {x.shape[1]} dimensions, the sample {self.dim}; build from one job's shards")
         if start + len(x) > self.n_items: raise DataError(f"the shards hold more than n_items={self.n_items:,} rows; pass their total")
         if store is not None: store[start:start + len(x)] = x
-        else: self.index.add(x @ self.projection if self.projection is not None else x)
+        else: self.index.add(self._graph_space(x))
         if rows is not None: rows.write(x.tobytes())
         start += len(x)
     if start != self.n_items: raise DataError(f"the shards hold {start:,} rows, not n_items={self.n_items:,}; pass their total")

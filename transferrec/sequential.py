@@ -20,8 +20,8 @@ from .baselines import EASE
 __all__ = ['ITEM_REPRESENTATIONS', 'IMAGE_REPRESENTATIONS', 'UNSEEN_ITEMS', 'REPEAT_LR', 'item_vectors', 'MoEAdaptor',
            'SequentialModel', 'history_windows', 'TextTower', 'SequentialRecommender', 'require_text', 'plot_history',
            'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'centred_unit',
-           'content_features', 'popularity_prior', 'standardise_over', 'ContentFusion', 'RatingModel',
-           'RatingRecommender']
+           'history_similarity', 'content_features', 'popularity_prior', 'standardise_over', 'ContentFusion',
+           'RatingModel', 'RatingRecommender']
 
 # %% ../nbs/06_sequential.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -696,6 +696,13 @@ def centred_unit(v: np.ndarray) -> np.ndarray:
     v = v - v.mean(0)
     return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-9)
 
+def history_similarity(unit: np.ndarray, # [n_items, dim] item vectors at unit length (e.g. `centred_unit`)
+                       histories: list, # item index arrays, one per user
+                      ) -> np.ndarray:
+    "Cosine of each item's vector with the mean of each history's vectors (0 for an empty history): [len(histories), n_items]."
+    profile = np.stack([unit[h].mean(0) if len(h) else np.zeros(unit.shape[1]) for h in histories])
+    return (profile / np.linalg.norm(profile, axis=1, keepdims=True).clip(1e-9)) @ unit.T
+
 def content_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
                      text: np.ndarray, # [n_items, dim] item text vectors
                     ) -> np.ndarray:
@@ -751,8 +758,7 @@ def score(self: ContentFusion, user_indices: np.ndarray, # users to score
     "z(model) + a z(similarity of the history's mean text to each item) + b z(predicted popularity), per user."
     users, new = np.asarray(user_indices), self.new_items_
     hist = self.split.histories(on)
-    profile = np.stack([self.text_unit_[hist[u]].mean(0) if len(hist[u]) else np.zeros(self.text_unit_.shape[1]) for u in users])
-    similarity = (profile / np.linalg.norm(profile, axis=1, keepdims=True).clip(1e-9)) @ self.text_unit_.T
+    similarity = history_similarity(self.text_unit_, [hist[u] for u in users])
     fused = standardise_over(self.model.score(users, on), new) + self.weights['content'] * standardise_over(similarity, new)
     if self.weights['prior']: fused = fused + self.weights['prior'] * standardise_over(np.broadcast_to(self.prior_, similarity.shape), new)
     return fused

@@ -25,7 +25,7 @@ from transferrec.core import atomic_write, machine_info
 from transferrec.data import load_movielens, split
 from transferrec.metrics import evaluate
 from transferrec.sequential import SequentialRecommender, SequentialModel, item_vectors
-from transferrec.sequential import centred_unit, content_features, popularity_prior as ridge_prior, standardise_over as zrows
+from transferrec.sequential import centred_unit, content_features, history_similarity, popularity_prior as ridge_prior, standardise_over as zrows
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE/'cold.json'
@@ -96,9 +96,7 @@ class ColdSequential(SequentialRecommender):
 # ---------------------------------------------------------------- content scores fused with the model's (the parts are the library's, 06_sequential)
 def content_scores(text: np.ndarray, histories: list, last: int|None=None) -> np.ndarray:
     "Cosine of each item's (centred) text vector with the mean of the user's history vectors: [n_users, n_items]."
-    t = centred_unit(text)
-    prof = np.stack([t[h[-last:] if last else h].mean(0) if len(h) else np.zeros(t.shape[1]) for h in histories])
-    return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
+    return history_similarity(centred_unit(text), [h[-last:] if last else h for h in histories])
 
 def popularity_prior(items, text, spl, lam: float=3.0) -> np.ndarray:
     "The library's ridge prior (`transferrec.sequential.popularity_prior`) from the training counts of `spl`."
@@ -177,10 +175,7 @@ def knn_prior(text, spl, k: int=20) -> np.ndarray:
 def fusion_parts(ds, text, spl, on) -> dict:
     "The content scores and popularity priors a fusion can add, by name."
     items, _ = rated_histories(spl, on)
-    def profile(t):
-        prof = np.stack([t[h].mean(0) if len(h) else np.zeros(t.shape[1]) for h in items])
-        return (prof / np.linalg.norm(prof, axis=1, keepdims=True).clip(1e-9)) @ t.T
-    return {'content centred': profile(centred_unit(text)), 'content whitened': profile(whitened_unit(text)),
+    return {'content centred': history_similarity(centred_unit(text), items), 'content whitened': history_similarity(whitened_unit(text), items),
             'prior ridge': popularity_prior(ds.items, text, spl), 'prior knn': knn_prior(text, spl)}
 
 def fuse_spec(base, parts, cold, spec: dict) -> np.ndarray:
