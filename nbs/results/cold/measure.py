@@ -13,6 +13,7 @@ Usage (run in this order; each step only adds to cold.json):
   python nbs/results/cold/measure.py diagnose                        # what limits: popularity, norms (seed 0, valid)
   python nbs/results/cold/measure.py fusion --seeds 0,1,2            # finer fusion grid over saved scores (valid)
   python nbs/results/cold/measure.py test --winner NAME              # the one test read, seeds 0, 1, 2
+  python nbs/results/cold/measure.py prior --seeds 0,1,2             # after the test read: finer priors (valid only)
 Heavy steps ran as `nice -n 15 timeout ...` with one torch thread; fused rows reuse the fit of their base.
 """
 import argparse, json, os, time
@@ -41,7 +42,7 @@ def save_record(rec: dict):
     for name, row in disk['search'].items():
         mine = rec['search'].setdefault(name, row)
         mine['seeds'] = {**row['seeds'], **mine['seeds']}
-    for key in ('diagnostics', 'test', 'fusion_grid'):
+    for key in ('diagnostics', 'test', 'fusion_grid', 'prior_grid'):
         if key in disk and not rec.get(key): rec[key] = disk[key]
     rec['machine'] = machine_info()
     with atomic_write(OUT, 'w') as f: json.dump(rec, f, indent=1)
@@ -374,9 +375,37 @@ def run_test(winner: str, seeds=(0, 1, 2)):
     save_record(rec)
     print(json.dumps(rec['test']['summary'], indent=1), '\nratios', w / sid, w / scr)
 
+# ---------------------------------------------------------------- after the test read: finer priors, valid only
+def yearly_features(items, text, since: int=1985) -> np.ndarray:
+    "`content_features` plus a one-hot of each release year from `since` on (the 5-year buckets lump 1995 with 1998)."
+    years = items['year'].fillna(0).astype(int).to_numpy()
+    return np.hstack([content_features(items, text), (years[:, None] == np.arange(since, years.max() + 1)[None]).astype(np.float32)])
+
+PRIORS = {'ridge (the library\'s, lam 3)': (False, 3.0), 'ridge, lam 1': (False, 1.0),
+          'ridge + yearly one-hots, lam 3': (True, 3.0), 'ridge + yearly one-hots, lam 1': (True, 1.0)}
+
+def run_prior_grid(seeds, base_name='text (default)'):
+    "Finer popularity priors fused with the default model's saved valid scores and the centred content score (a = 2)."
+    rec = load_record(); grid = rec.setdefault('prior_grid', {})
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed); cold = spl.cold_items
+        base = np.load(SCORES/f'{base_name}_{seed}.npy').astype(np.float64)
+        content = {None: content_scores(text, spl.histories('valid'))}
+        counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
+        for prior_name, (yearly, lam) in PRIORS.items():
+            features = yearly_features(ds.items, text) if yearly else content_features(ds.items, text)
+            prior = ridge_prior(features, counts, lam)
+            for b in (0.5, 1, 1.5):
+                row = grid.setdefault(f'{base_name} + content 2 + {prior_name} x{b}', {'prior': prior_name, 'b': b, 'seeds': {}})
+                row['seeds'][str(seed)] = metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl)
+        save_record(rec)
+    for m, k in sorted(((np.mean([x['recall@10_cold'] for x in v['seeds'].values()]), k) for k, v in grid.items()), reverse=True):
+        print(f'{m:.4f} {k}')
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('what', choices=['search', 'content', 'fusion', 'diagnose', 'test'])
+    p.add_argument('what', choices=['search', 'content', 'fusion', 'diagnose', 'test', 'prior'])
     p.add_argument('--base', default='text (default)', help='fusion: the fitted candidate whose saved scores are fused')
     p.add_argument('--seeds', default='0')
     p.add_argument('--only', default=None, help='semicolon-separated candidate names')
@@ -386,4 +415,5 @@ if __name__ == '__main__':
     elif a.what == 'content': run_content([int(s) for s in a.seeds.split(',')])
     elif a.what == 'fusion': run_fusion_grid(a.base, [int(s) for s in a.seeds.split(',')])
     elif a.what == 'diagnose': diagnose()
+    elif a.what == 'prior': run_prior_grid([int(s) for s in a.seeds.split(',')])
     else: run_test(a.winner)
