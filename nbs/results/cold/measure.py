@@ -13,7 +13,7 @@ Usage (run in this order; each step only adds to cold.json):
   python nbs/results/cold/measure.py diagnose                        # what limits: popularity, norms (seed 0, valid)
   python nbs/results/cold/measure.py fusion --seeds 0,1,2            # finer fusion grid over saved scores (valid)
   python nbs/results/cold/measure.py test --winner NAME              # the one test read, seeds 0, 1, 2
-  python nbs/results/cold/measure.py prior --seeds 0,1,2             # after the test read: finer priors (valid only)
+  python nbs/results/cold/measure.py prior --seeds 0,1,2             # after the test read: finer and time-aware priors (valid only)
 Heavy steps ran as `nice -n 15 timeout ...` with one torch thread; fused rows reuse the fit of their base.
 """
 import argparse, json, os, time
@@ -384,8 +384,25 @@ def yearly_features(items, text, since: int=1985) -> np.ndarray:
 PRIORS = {'ridge (the library\'s, lam 3)': (False, 3.0), 'ridge, lam 1': (False, 1.0),
           'ridge + yearly one-hots, lam 3': (True, 3.0), 'ridge + yearly one-hots, lam 1': (True, 1.0)}
 
+def cohort_popularity(ds, spl, days: int=30) -> np.ndarray:
+    """log P(item's release year | the month the user was active), from the training interactions: [n_users, n_items].
+    Films are rated most while they are new; a user active in early 1998 meets 1997 films more than one active in 1997.
+    A user's month is the median of their training timestamps (users with none get the pooled distribution)."""
+    years = ds.items['year'].fillna(1990).astype(int).clip(1920, 1998).to_numpy() - 1920
+    t0, month = ds.interactions['timestamp'].min(), lambda ts: (np.asarray(ts) - t0) // (days * 86400)
+    tr = spl.train
+    counts = np.zeros((month(ds.interactions['timestamp'].max()) + 2, 79))
+    np.add.at(counts, (month(tr['timestamp']), years[tr['item_idx'].to_numpy()]), 1.0)
+    counts[-1] = counts[:-1].sum(0)                        # the pooled row
+    p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
+    user_month = np.full(spl.n_users, len(counts) - 1)
+    med = tr.groupby('user_idx')['timestamp'].median()
+    user_month[med.index.to_numpy()] = month(med.to_numpy())
+    return np.log(p[user_month][:, years])
+
 def run_prior_grid(seeds, base_name='text (default)'):
-    "Finer popularity priors fused with the default model's saved valid scores and the centred content score (a = 2)."
+    """Finer popularity priors fused with the default model's saved valid scores and the centred content score (a = 2),
+    then the best of them with a time-aware popularity (`cohort_popularity`, weight c)."""
     rec = load_record(); grid = rec.setdefault('prior_grid', {})
     ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
     for seed in seeds:
@@ -394,11 +411,14 @@ def run_prior_grid(seeds, base_name='text (default)'):
         content = {None: content_scores(text, spl.histories('valid'))}
         counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
         for prior_name, (yearly, lam) in PRIORS.items():
-            features = yearly_features(ds.items, text) if yearly else content_features(ds.items, text)
-            prior = ridge_prior(features, counts, lam)
+            prior = ridge_prior(yearly_features(ds.items, text) if yearly else content_features(ds.items, text), counts, lam)
             for b in (0.5, 1, 1.5):
                 row = grid.setdefault(f'{base_name} + content 2 + {prior_name} x{b}', {'prior': prior_name, 'b': b, 'seeds': {}})
                 row['seeds'][str(seed)] = metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl)
+        fused_best, cohort = fused(base, content, ridge_prior(yearly_features(ds.items, text), counts, 1.0), cold, 2, 1, None), cohort_popularity(ds, spl)
+        for c in (0.25, 0.5, 0.75):
+            row = grid.setdefault(f'{base_name} + content 2 + ridge + yearly one-hots, lam 1 x1 + cohort x{c}', {'prior': 'cohort', 'c': c, 'seeds': {}})
+            row['seeds'][str(seed)] = metrics(Scores({'valid': fused_best + c * zrows(cohort, cold)}), spl)
         save_record(rec)
     for m, k in sorted(((np.mean([x['recall@10_cold'] for x in v['seeds'].values()]), k) for k, v in grid.items()), reverse=True):
         print(f'{m:.4f} {k}')
