@@ -133,7 +133,7 @@ bench-transfer: install
 # the experiments behind issue-sized claims, each resumable and selected on the valid part (about 6 hours on 2 cores):
 # the repeat bias, the tuning search and its one test read, the cross-encoder on EASE's top 50 over three seeds, and
 # the cold-start search (candidates, content scorers, fusion grid, diagnostics, one test read, then finer priors on
-# valid only): nbs/results/*/
+# valid only and the chosen model on five fresh splits): nbs/results/*/
 COLD = nbs/results/cold/measure.py
 bench-studies: install
 	$(PY) nbs/results/repeats/measure.py --seeds 0,1,2
@@ -146,6 +146,7 @@ bench-studies: install
 	$(PY) $(COLD) diagnose && $(PY) $(COLD) fusion --seeds 0,1,2
 	$(PY) $(COLD) test --winner 'text (default) + content 2 + pop prior 1'
 	$(PY) $(COLD) prior --seeds 0,1,2
+	$(PY) $(COLD) more-seeds --seeds 3,4,5,6,7
 
 # every notebook at full size, slow cells included (hours on a CPU; the study records its results in nbs/results/)
 reproduce: install
