@@ -389,10 +389,11 @@ def cohort_popularity(ds, spl, days: int=30) -> np.ndarray:
     """log P(item's release year | the month the user was active), from the training interactions: [n_users, n_items].
     Films are rated most while they are new; a user active in early 1998 meets 1997 films more than one active in 1997.
     A user's month is the median of their training timestamps (users with none get the pooled distribution)."""
-    years = ds.items['year'].fillna(1990).astype(int).clip(1920, 1998).to_numpy() - 1920
+    first, last = 1920, 1998                               # ml-100k's release years, the rare earlier ones clipped to 1920
+    years = ds.items['year'].fillna(1990).astype(int).clip(first, last).to_numpy() - first
     t0, month = ds.interactions['timestamp'].min(), lambda ts: (np.asarray(ts) - t0) // (days * 86400)
     tr = spl.train
-    counts = np.zeros((month(ds.interactions['timestamp'].max()) + 2, 79))
+    counts = np.zeros((month(ds.interactions['timestamp'].max()) + 2, last - first + 1))   # months, then the pooled row
     np.add.at(counts, (month(tr['timestamp']), years[tr['item_idx'].to_numpy()]), 1.0)
     counts[-1] = counts[:-1].sum(0)                        # the pooled row
     p = (counts + 0.5) / (counts + 0.5).sum(1, keepdims=True)
@@ -416,7 +417,8 @@ def run_prior_grid(seeds, base_name='text (default)'):
             for b in (0.5, 1, 1.5):
                 row = grid.setdefault(f'{base_name} + content 2 + {prior_name} x{b}', {'prior': prior_name, 'b': b, 'seeds': {}})
                 row['seeds'][str(seed)] = metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl)
-        fused_best, cohort = fused(base, content, ridge_prior(yearly_features(ds.items, text), counts, 1.0), cold, 2, 1, None), cohort_popularity(ds, spl)
+        fused_best = fused(base, content, ridge_prior(yearly_features(ds.items, text), counts, 1.0), cold, 2, 1, None)
+        cohort = cohort_popularity(ds, spl)
         for c in (0.25, 0.5, 0.75):
             row = grid.setdefault(f'{base_name} + content 2 + ridge + yearly one-hots, lam 1 x1 + cohort x{c}', {'prior': 'cohort', 'c': c, 'seeds': {}})
             row['seeds'][str(seed)] = metrics(Scores({'valid': fused_best + c * zrows(cohort, cold)}), spl)
