@@ -33,6 +33,7 @@ TRANSFER_MODELS = {
     'sequential-text-tuned': partial(Recommender, 'sequential', item_repr='text', trainable_layers=1, num_threads=None),  # big steps: all cores
     'ease-text': TextEASE,
     'sequential-text+content': ContentFusion,   # for new items: + content similarity and a popularity prior (06_sequential)
+    'sequential-text+content+tuned-prior': partial(ContentFusion, prior_model='tuned'),   # the prior from the fine-tuned encoder
     'two-tower': partial(Recommender, 'two-tower', **TWO_TOWER_TUTORIAL),
     'two-tower+rerank': partial(Recommender, 'cross-encoder', retriever={'strategy': 'two-tower', **TWO_TOWER_TUTORIAL},
                                 **CROSS_ENCODER_TUTORIAL),

@@ -17,11 +17,11 @@ from .data import Split, item_text, split_fingerprint
 from .baselines import EASE
 
 # %% auto #0
-__all__ = ['ITEM_REPRESENTATIONS', 'IMAGE_REPRESENTATIONS', 'UNSEEN_ITEMS', 'REPEAT_LR', 'item_vectors', 'MoEAdaptor',
-           'SequentialModel', 'history_windows', 'TextTower', 'SequentialRecommender', 'require_text', 'plot_history',
-           'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'centred_unit',
-           'history_similarity', 'content_features', 'popularity_prior', 'standardise_over', 'ContentFusion',
-           'RatingModel', 'RatingRecommender']
+__all__ = ['ITEM_REPRESENTATIONS', 'IMAGE_REPRESENTATIONS', 'UNSEEN_ITEMS', 'REPEAT_LR', 'PRIOR_MODELS', 'item_vectors',
+           'MoEAdaptor', 'SequentialModel', 'history_windows', 'TextTower', 'SequentialRecommender', 'require_text',
+           'plot_history', 'TextEASE', 'window_priors', 'batch_before', 'repeat_mask', 'history_mask', 'centred_unit',
+           'history_similarity', 'metadata_features', 'content_features', 'popularity_prior', 'tuned_popularity_prior',
+           'standardise_over', 'ContentFusion', 'RatingModel', 'RatingRecommender']
 
 # %% ../nbs/06_sequential.ipynb #ecde9aa5
 def item_vectors(items: pd.DataFrame, # the item table of a dataset
@@ -703,16 +703,21 @@ def history_similarity(unit: np.ndarray, # [n_items, dim] item vectors at unit l
     profile = np.stack([unit[h].mean(0) if len(h) else np.zeros(unit.shape[1]) for h in histories])
     return (profile / np.linalg.norm(profile, axis=1, keepdims=True).clip(1e-9)) @ unit.T
 
-def content_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
-                     text: np.ndarray, # [n_items, dim] item text vectors
-                    ) -> np.ndarray:
-    "What is known of an item before anyone rates it: its centred text vector, 5-year buckets of `year`, one-hots of `genres`."
-    parts = [centred_unit(text)]
+def metadata_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
+                     ) -> np.ndarray:
+    "5-year buckets of `year` and one-hots of `genres` as one-hot columns: [n_items, n_columns] (no columns without either)."
+    parts = [np.zeros((len(items), 0), np.float32)]
     if 'year' in items:
         buckets = np.clip((items['year'].fillna(0).astype(int).to_numpy() - 1920) // 5, -1, 16)
         parts.append((buckets[:, None] == np.arange(-1, 17)[None]).astype(np.float32))
     if 'genres' in items: parts.append(items['genres'].fillna('').str.get_dummies('|').to_numpy(np.float32))
     return np.hstack(parts)
+
+def content_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
+                     text: np.ndarray, # [n_items, dim] item text vectors
+                    ) -> np.ndarray:
+    "What is known of an item before anyone rates it: its centred text vector and its `metadata_features`."
+    return np.hstack([centred_unit(text), metadata_features(items)])
 
 def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_features`
                      counts: np.ndarray, # [n_items] training interactions per item
@@ -725,6 +730,39 @@ def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_feat
     w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(features.shape[1]), Xc.T @ (y - y.mean()))
     return (features - mu) @ w + y.mean()
 
+# %% ../nbs/06_sequential.ipynb #6afcb6b2
+def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_text`, plus `metadata_features`)
+                           counts: np.ndarray, # [n_items] training interactions per item
+                           encoder, # an `Encoder`: its top layers are tuned in place, so pass one loaded for this
+                           layers: int=6, # top layers tuned
+                           epochs: int=1, # passes over the items with interactions
+                           lr: float=3e-5, # learning rate of the tuned layers (the head's is 1e-3)
+                           batch_size: int=32, # items per step
+                           seed: int=0, # seeds the head and the order of items
+                           progress: bool=True, # show a progress bar
+                          ) -> np.ndarray:
+    "Fine-tune the encoder to regress log(1 + count) from item text and metadata on the items with interactions: a predicted popularity for every item."
+    counts = np.asarray(counts)
+    if counts.shape != (len(items),): raise DataError(f"counts has shape {counts.shape}; pass one count per item ({len(items)})")
+    known = np.flatnonzero(counts > 0)
+    if len(known) < 2: raise DataError(f"{len(known)} items have interactions; the prior needs at least 2 to learn from")
+    set_seed(seed)
+    tower, side = TextTower(encoder, item_text(items), layers), torch.as_tensor(metadata_features(items))
+    head = nn.Linear(encoder.dim + side.shape[1], 1)
+    predict = lambda rows: head(torch.cat([tower(rows), side[rows]], 1)).squeeze(1)
+    y = np.log1p(counts).astype(np.float32); mu, sd = y[known].mean(), max(float(y[known].std()), 1e-6)
+    target = torch.as_tensor((y - mu) / sd)
+    opt = torch.optim.AdamW([{'params': tower.parameters(), 'lr': lr}, {'params': head.parameters(), 'lr': 1e-3}], weight_decay=0.01)
+    rng = np.random.default_rng(seed); tower.train()
+    bar = tqdm(total=epochs * -(-len(known) // batch_size), desc='tuned popularity prior', disable=not progress)
+    for _ in range(epochs):
+        for rows in torch.as_tensor(rng.permutation(known)).split(batch_size):
+            loss = F.mse_loss(predict(rows), target[rows])
+            opt.zero_grad(); loss.backward(); opt.step(); bar.update()
+    bar.close(); tower.eval()
+    with torch.no_grad(): out = torch.cat([predict(r) for r in torch.arange(len(items)).split(256)]).numpy()
+    return out * sd + mu
+
 # %% ../nbs/06_sequential.ipynb #be5d5d47
 def standardise_over(s: np.ndarray, # [n_users, n_items] scores
                      items: np.ndarray, # the items whose scores set each row's mean and spread
@@ -733,13 +771,18 @@ def standardise_over(s: np.ndarray, # [n_users, n_items] scores
     sub = s[:, items]
     return (s - sub.mean(1, keepdims=True)) / sub.std(1, keepdims=True).clip(1e-9)
 
+PRIOR_MODELS = ('ridge', 'tuned')
+
 class ContentFusion:
     "A sequential text model fused with content similarity to the history and a popularity prior from content, for new items."
     def __init__(self, content: float=2.0, # weight a of the history's text similarity
                  prior: float=1.0, # weight b of the predicted popularity
+                 prior_model: str='ridge', # "ridge" (`popularity_prior`) or "tuned" (`tuned_popularity_prior`)
                  item_repr: str='text', # the sequential model's items (as in `SequentialRecommender`)
                  **kw): # other `SequentialRecommender` options (seed, epochs, progress, ...)
+        if prior_model not in PRIOR_MODELS: raise DataError(f"prior_model must be one of {PRIOR_MODELS}, got {prior_model!r}")
         self.model, self.weights = SequentialRecommender(item_repr, **kw), dict(content=float(content), prior=float(prior))
+        self.prior_model = prior_model
 
     def fit(self, split: Split) -> 'ContentFusion':
         "Train the sequential model (its early stopping reads its own scores), then fit the popularity prior on the training counts."
@@ -747,8 +790,17 @@ class ContentFusion:
         text, counts = np.asarray(self.model.text_vectors), np.bincount(split.train['item_idx'].to_numpy(), minlength=split.n_items)
         self.split, self.text_unit_ = split, centred_unit(text)
         self.new_items_ = np.arange(split.n_items) if split.cold_items is None else np.asarray(split.cold_items)
-        self.prior_ = popularity_prior(content_features(split.dataset.items, text), counts)
+        self.prior_ = self.fit_prior(split.dataset.items, text, counts)
         return self
+
+    def fit_prior(self, items: pd.DataFrame, text: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        "The predicted popularity of every item, by `prior_model`."
+        if self.prior_model == 'ridge': return popularity_prior(content_features(items, text), counts)
+        from transferrec.encoders import load_encoder
+        m = self.model; c = m.config   # a fresh copy of the encoder: the tuning changes it in place
+        with torch_threads(m.num_threads):
+            return tuned_popularity_prior(items, counts, load_encoder(c['model'], pretrained=c['pretrained'], seed=c['seed']),
+                                          seed=c['seed'], progress=m.progress)
 
 # %% ../nbs/06_sequential.ipynb #232eb799
 @patch

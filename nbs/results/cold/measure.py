@@ -15,6 +15,8 @@ Usage (run in this order; each step only adds to cold.json):
   python nbs/results/cold/measure.py test --winner NAME              # the one test read, seeds 0, 1, 2
   python nbs/results/cold/measure.py prior --seeds 0,1,2             # after the test read: finer and time-aware priors (valid only)
   python nbs/results/cold/measure.py more-seeds --seeds 3,4,5,6,7    # the chosen model on five fresh cold splits (test, no selection)
+  python nbs/results/cold/measure.py tuned-prior --seeds 0,1,2       # the encoder fine-tuned to predict popularity (valid only)
+  python nbs/results/cold/measure.py tuned-prior-test --seeds 8,9,10,11,12   # its one test read, on five more fresh splits
 Heavy steps ran as `nice -n 15 timeout ...` with one torch thread; fused rows reuse the fit of their base.
 """
 import argparse, json, os, time
@@ -28,6 +30,8 @@ from transferrec.data import load_movielens, split
 from transferrec.metrics import evaluate
 from transferrec.sequential import SequentialRecommender, SequentialModel, item_vectors
 from transferrec.sequential import centred_unit, content_features, history_similarity, popularity_prior as ridge_prior, standardise_over as zrows
+from transferrec.sequential import tuned_popularity_prior
+from transferrec.encoders import load_encoder
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE/'cold.json'
@@ -43,7 +47,7 @@ def save_record(rec: dict):
     for name, row in disk['search'].items():
         mine = rec['search'].setdefault(name, row)
         mine['seeds'] = {**row['seeds'], **mine['seeds']}
-    for key in ('diagnostics', 'test', 'fusion_grid', 'prior_grid', 'more_seeds'):
+    for key in ('diagnostics', 'test', 'fusion_grid', 'prior_grid', 'tuned_prior', *FRESH_READS):
         if key in disk and not rec.get(key): rec[key] = disk[key]
     rec['machine'] = machine_info()
     with atomic_write(OUT, 'w') as f: json.dump(rec, f, indent=1)
@@ -427,19 +431,22 @@ def run_prior_grid(seeds, base_name='text (default)'):
         print(f'{m:.4f} {k}')
 
 # ---------------------------------------------------------------- the chosen model on fresh splits
-MORE_SEEDS_MODELS = 'sequential-id,sequential-scratch,sequential-text+content'
+FRESH_READS = {   # record key -> the models it runs through `benchmark` on cold splits no step of a search has read
+    'more_seeds': 'sequential-id,sequential-scratch,sequential-text+content',
+    'tuned_prior_fresh': 'sequential-id,sequential-scratch,sequential-text+content,sequential-text+content+tuned-prior'}
 
-def run_more_seeds(seeds):
+def run_more_seeds(seeds, key='more_seeds'):
     """The model chosen before the test read (`sequential-text+content`, the library's `ContentFusion`, unchanged), beside
     `sequential-id` and the random-init encoder, on cold splits no step of the search has read, through `benchmark`.
     Nothing is selected here: the ratio to `sequential-id` is measured over more seeds, since over three it is uncertain
-    by about 15%. Each seed's rows go to rec['more_seeds'] as soon as they are measured (resumable)."""
+    by about 15%. Each seed's rows go to rec[key] as soon as they are measured (resumable). key='tuned_prior_fresh' is the
+    one test read of the tuned prior (chosen on valid by `tuned-prior`), beside the same models, on seeds 8 and up."""
     from transferrec.benchmark import benchmark
-    rec = load_record(); out = rec.setdefault('more_seeds', {'models': MORE_SEEDS_MODELS, 'runs': {}})
+    rec = load_record(); models = FRESH_READS[key]; out = rec.setdefault(key, {'models': models, 'runs': {}})
     for seed in seeds:
         if str(seed) in out['runs']: continue
         before, t0 = load(), time.perf_counter()
-        table = benchmark('ml-100k', 'cold', models=MORE_SEEDS_MODELS, seed=seed, progress=False)
+        table = benchmark('ml-100k', 'cold', models=models, seed=seed, progress=False)
         out['runs'][str(seed)] = {'results': {m: {c: float(table.loc[m, c]) for c in ('recall@10_cold', 'ndcg@10_cold', 'fit_seconds')}
                                               for m in table.index},
                                   'seconds': round(time.perf_counter() - t0, 1), 'load_before_after': [before, load()],
@@ -447,9 +454,35 @@ def run_more_seeds(seeds):
         save_record(rec)
         print(seed, {m: round(v['recall@10_cold'], 4) for m, v in out['runs'][str(seed)]['results'].items()}, flush=True)
 
+# ---------------------------------------------------------------- after the fresh splits: the encoder tuned to predict popularity, valid only
+def run_tuned_prior(seeds, base_name='text (default)'):
+    """`tuned_popularity_prior` (the encoder's six layers tuned for one epoch to regress log(1 + count)) in place of the
+    ridge, fused with the default model's saved valid scores and the centred content score (a = 2) at weights b."""
+    from scipy.stats import spearmanr
+    rec = load_record(); out = rec.setdefault('tuned_prior', {'seeds': {}})
+    ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
+    torch.set_num_threads(2)
+    for seed in seeds:
+        spl = split(ds, 'cold', seed=seed); cold = spl.cold_items
+        base = np.load(SCORES/f'{base_name}_{seed}.npy').astype(np.float64)
+        content = {None: content_scores(text, spl.histories('valid'))}
+        counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
+        valid_counts = np.bincount(spl.valid['item_idx'].to_numpy(), minlength=spl.n_items)
+        before, t0 = load(), time.perf_counter()
+        tuned = tuned_popularity_prior(ds.items, counts, load_encoder(seed=seed), seed=seed, progress=False)
+        row = {'fit_seconds': round(time.perf_counter() - t0, 1), 'load_before_after': [before, load()], 'torch_threads': 2}
+        for name, prior in (('ridge', ridge_prior(content_features(ds.items, text), counts)), ('tuned', tuned)):
+            row[f'spearman({name} prior, valid count), new items'] = float(spearmanr(prior[cold], valid_counts[cold])[0])
+            for b in (0.5, 1, 1.5):
+                row[f'{name} x{b}'] = metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl)
+        out['seeds'][str(seed)] = row
+        save_record(rec)
+        print(seed, {k: (round(v, 4) if isinstance(v, float) else round(v['recall@10_cold'], 4)) for k, v in row.items()
+                     if k.startswith(('spearman', 'ridge', 'tuned'))}, flush=True)
+
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('what', choices=['search', 'content', 'fusion', 'diagnose', 'test', 'prior', 'more-seeds'])
+    p.add_argument('what', choices=['search', 'content', 'fusion', 'diagnose', 'test', 'prior', 'more-seeds', 'tuned-prior', 'tuned-prior-test'])
     p.add_argument('--base', default='text (default)', help='fusion: the fitted candidate whose saved scores are fused')
     p.add_argument('--seeds', default='0')
     p.add_argument('--only', default=None, help='semicolon-separated candidate names')
@@ -461,4 +494,6 @@ if __name__ == '__main__':
     elif a.what == 'diagnose': diagnose()
     elif a.what == 'prior': run_prior_grid([int(s) for s in a.seeds.split(',')])
     elif a.what == 'more-seeds': run_more_seeds([int(s) for s in a.seeds.split(',')])
+    elif a.what == 'tuned-prior': run_tuned_prior([int(s) for s in a.seeds.split(',')])
+    elif a.what == 'tuned-prior-test': run_more_seeds([int(s) for s in a.seeds.split(',')], 'tuned_prior_fresh')
     else: run_test(a.winner)
