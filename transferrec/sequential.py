@@ -730,11 +730,11 @@ def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_feat
     w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(features.shape[1]), Xc.T @ (y - y.mean()))
     return (features - mu) @ w + y.mean()
 
-# %% ../nbs/06_sequential.ipynb #6afcb6b2
+# %% ../nbs/06_sequential.ipynb #715afdd4
 def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_text`, plus `metadata_features`)
                            counts: np.ndarray, # [n_items] training interactions per item
                            encoder, # an `Encoder`: its top layers are tuned in place, so pass one loaded for this
-                           layers: int=6, # top layers tuned
+                           layers: int|None=None, # top layers tuned; None: every layer
                            epochs: int=1, # passes over the items with interactions
                            lr: float=3e-5, # learning rate of the tuned layers (the head's is 1e-3)
                            batch_size: int=32, # items per step
@@ -747,7 +747,8 @@ def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_
     known = np.flatnonzero(counts > 0)
     if len(known) < 2: raise DataError(f"{len(known)} items have interactions; the prior needs at least 2 to learn from")
     set_seed(seed)
-    tower, side = TextTower(encoder, item_text(items), layers), torch.as_tensor(metadata_features(items))
+    every = len(getattr(getattr(encoder.model, 'encoder', None), 'layer', ()))   # 0 where not BERT-family: TextTower says so
+    tower, side = TextTower(encoder, item_text(items), layers or max(every, 1)), torch.as_tensor(metadata_features(items))
     head = nn.Linear(encoder.dim + side.shape[1], 1)
     predict = lambda rows: head(torch.cat([tower(rows), side[rows]], 1)).squeeze(1)
     y = np.log1p(counts).astype(np.float32); mu, sd = y[known].mean(), max(float(y[known].std()), 1e-6)
