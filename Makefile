@@ -133,7 +133,8 @@ bench-transfer: install
 # the experiments behind issue-sized claims, each resumable and selected on the valid part (about 6 hours on 2 cores):
 # the repeat bias, the tuning search and its one test read, the cross-encoder on EASE's top 50 over three seeds, and
 # the cold-start search (candidates, content scorers, fusion grid, diagnostics, one test read, then finer priors on
-# valid only and the chosen model on five fresh splits): nbs/results/*/
+# valid only, the chosen model on five fresh splits, the encoder tuned to predict popularity on valid and its one
+# read on five more): nbs/results/*/
 COLD = nbs/results/cold/measure.py
 bench-studies: install
 	$(PY) nbs/results/repeats/measure.py --seeds 0,1,2
@@ -147,6 +148,7 @@ bench-studies: install
 	$(PY) $(COLD) test --winner 'text (default) + content 2 + pop prior 1'
 	$(PY) $(COLD) prior --seeds 0,1,2
 	$(PY) $(COLD) more-seeds --seeds 3,4,5,6,7
+	$(PY) $(COLD) tuned-prior --seeds 0,1,2 && $(PY) $(COLD) tuned-prior-test --seeds 8,9,10,11,12
 
 # every notebook at full size, slow cells included (hours on a CPU; the study records its results in nbs/results/)
 reproduce: install

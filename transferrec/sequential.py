@@ -730,7 +730,7 @@ def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_feat
     w = np.linalg.solve(Xc.T @ Xc + lam * len(Xk) ** 0.5 * np.eye(features.shape[1]), Xc.T @ (y - y.mean()))
     return (features - mu) @ w + y.mean()
 
-# %% ../nbs/06_sequential.ipynb #715afdd4
+# %% ../nbs/06_sequential.ipynb #c366574f
 def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_text`, plus `metadata_features`)
                            counts: np.ndarray, # [n_items] training interactions per item
                            encoder, # an `Encoder`: its top layers are tuned in place, so pass one loaded for this

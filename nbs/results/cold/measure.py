@@ -41,16 +41,15 @@ K = 10
 def load_record() -> dict:
     return json.loads(OUT.read_text()) if OUT.exists() else {'search': {}, 'diagnostics': {}, 'test': {}}
 
-def save_record(rec: dict):
-    "Write the record, keeping rows another run wrote since this one loaded it."
+def save_record(rec: dict, own: str):
+    "Write this run's section `own` into the record on disk: what other runs wrote there since this one loaded it is kept."
     disk = load_record()
-    for name, row in disk['search'].items():
-        mine = rec['search'].setdefault(name, row)
-        mine['seeds'] = {**row['seeds'], **mine['seeds']}
-    for key in ('diagnostics', 'test', 'fusion_grid', 'prior_grid', 'tuned_prior', *FRESH_READS):
-        if key in disk and not rec.get(key): rec[key] = disk[key]
-    rec['machine'] = machine_info()
-    with atomic_write(OUT, 'w') as f: json.dump(rec, f, indent=1)
+    if own == 'search':   # candidates are shared between runs: merged row by row, seed by seed
+        for name, row in disk['search'].items():
+            mine = rec['search'].setdefault(name, row)
+            mine['seeds'] = {**row['seeds'], **mine['seeds']}
+    disk[own], disk['machine'] = rec[own], machine_info()
+    with atomic_write(OUT, 'w') as f: json.dump(disk, f, indent=1)
 
 def load() -> list[float]: return [round(x, 2) for x in os.getloadavg()]
 
@@ -159,7 +158,7 @@ def run_content(seeds):
                                        'load_before_after': [before, load()]}
             SCORES.mkdir(exist_ok=True); np.save(SCORES/f'content {kind}_{seed}.npy', sc.astype(np.float32))
             print(f"seed {seed} content {kind:30s} recall {row['seeds'][str(seed)]['recall@10_cold']:.4f}", flush=True)
-        save_record(rec)
+        save_record(rec, 'search')
 
 def whitened_unit(v: np.ndarray, dims: int=128) -> np.ndarray:
     "Centred, PCA-whitened to `dims` components, unit length: every direction of the text space weighs the same."
@@ -209,7 +208,7 @@ def run_fusion_grid(base_name: str, seeds):
             sp = dict(content=part, prior=part, a=1, b=0) if part.startswith('content') else dict(content='content centred', prior=part, a=0, b=1)
             grid.setdefault(f'{part} alone', {'spec': sp, 'seeds': {}})['seeds'][str(seed)] = metrics(Scores({'valid': fuse_spec(z, parts, cold, sp)}), spl)
         rec['fusion_grid'][base_name] = grid
-        save_record(rec)
+        save_record(rec, 'fusion_grid')
     rows = sorted(((np.mean([v['seeds'][s]['recall@10_cold'] for s in v['seeds']]), k) for k, v in grid.items()), reverse=True)
     for m, k in rows[:15]: print(f'{m:.4f} {k}')
 
@@ -298,7 +297,7 @@ def run_search(seeds, only=None):
                 f = rec['search'].setdefault(f'{name} {suffix}', {'options': {**CANDIDATES[name], 'fusion': [a, b, last]}, 'seeds': {}})
                 f['seeds'][str(seed)] = {**metrics(Scores({'valid': fused(base, content, prior, cold, a, b, last)}), spl),
                                          'fit_seconds': round(fit, 1), 'load_before_after': [before, load()]}
-            save_record(rec)
+            save_record(rec, 'search')
             r = row['seeds'][str(seed)]
             print(f"seed {seed} {name:45s} recall {r['recall@10_cold']:.4f} ndcg {r['ndcg@10_cold']:.4f} "
                   f"fit {fit:.0f}s epochs {r['epochs']} load {load()}", flush=True)
@@ -308,7 +307,7 @@ def run_search(seeds, only=None):
             r = rec['search'].setdefault(suffix, {'options': {'fusion': [a, b, last], 'alone': True}, 'seeds': {}})
             r['seeds'][str(seed)] = {**metrics(Scores({'valid': fused(z, content, prior, cold, a, b, last)}), spl),
                                      'fit_seconds': 0.0, 'load_before_after': [load(), load()]}
-        save_record(rec)
+        save_record(rec, 'search')
 
 # ---------------------------------------------------------------- diagnostics (seed 0, valid)
 def diagnose():
@@ -339,7 +338,7 @@ def diagnose():
     d['spearman(mean model score over users, test count), new items'] = float(spearmanr(base[:, cold].mean(0), counts_test[cold])[0])
     d['spearman(mean model score over users, training count), training items'] = float(spearmanr(base[:, known].mean(0), counts_train[known])[0])
     rec['diagnostics'] = d
-    save_record(rec)
+    save_record(rec, 'diagnostics')
     print(json.dumps(d, indent=1))
 
 # ---------------------------------------------------------------- the one test read
@@ -366,7 +365,7 @@ def run_test(winner: str, seeds=(0, 1, 2)):
                 scored = Scores({'test': fused(model_scores(model, spl, 'test'), content, popularity_prior(ds.items, text, spl), cold, a, b, last)})
             else: scored = model
             rows[label] = {**metrics(scored, spl, 'test'), 'fit_seconds': round(fit, 1), 'load_before_after': [before, load()]}
-            save_record(rec)
+            save_record(rec, 'test')
             print(f"test seed {seed} {label:50s} recall {rows[label]['recall@10_cold']:.4f}", flush=True)
     summary = {}
     for label in out['0']:
@@ -377,7 +376,7 @@ def run_test(winner: str, seeds=(0, 1, 2)):
     w, sid, scr = (summary[k]['recall@10_cold mean'] for k in ('winner: ' + winner, 'sequential-id', 'sequential-scratch'))
     rec['test'].update(winner=winner, seeds=list(seeds), summary=summary,
                        ratio_to_sequential_id=w / sid, ratio_to_scratch=w / scr, date=time.strftime('%Y-%m-%d %H:%M'))
-    save_record(rec)
+    save_record(rec, 'test')
     print(json.dumps(rec['test']['summary'], indent=1), '\nratios', w / sid, w / scr)
 
 # ---------------------------------------------------------------- after the test read: finer priors, valid only
@@ -426,7 +425,7 @@ def run_prior_grid(seeds, base_name='text (default)'):
         for c in (0.25, 0.5, 0.75):
             row = grid.setdefault(f'{base_name} + content 2 + ridge + yearly one-hots, lam 1 x1 + cohort x{c}', {'prior': 'cohort', 'c': c, 'seeds': {}})
             row['seeds'][str(seed)] = metrics(Scores({'valid': fused_best + c * zrows(cohort, cold)}), spl)
-        save_record(rec)
+        save_record(rec, 'prior_grid')
     for m, k in sorted(((np.mean([x['recall@10_cold'] for x in v['seeds'].values()]), k) for k, v in grid.items()), reverse=True):
         print(f'{m:.4f} {k}')
 
@@ -451,34 +450,46 @@ def run_more_seeds(seeds, key='more_seeds'):
                                               for m in table.index},
                                   'seconds': round(time.perf_counter() - t0, 1), 'load_before_after': [before, load()],
                                   'date': time.strftime('%Y-%m-%d %H:%M')}
-        save_record(rec)
+        save_record(rec, key)
         print(seed, {m: round(v['recall@10_cold'], 4) for m, v in out['runs'][str(seed)]['results'].items()}, flush=True)
 
 # ---------------------------------------------------------------- after the fresh splits: the encoder tuned to predict popularity, valid only
-def run_tuned_prior(seeds, base_name='text (default)'):
-    """`tuned_popularity_prior` (the encoder's six layers tuned for one epoch to regress log(1 + count)) in place of the
-    ridge, fused with the default model's saved valid scores and the centred content score (a = 2) at weights b."""
+TUNED_VARIANTS = {   # name -> `tuned_popularity_prior` options; the first is the default
+    'every layer, 1 epoch, lr 3e-5': {},
+    'every layer, 3 epochs, lr 3e-5': dict(epochs=3),
+    'top 2 layers, 2 epochs, lr 1e-4': dict(layers=2, epochs=2, lr=1e-4),
+}
+
+def prior_row(prior, base, content, spl, valid_counts) -> dict:
+    "A prior's Spearman with the new items' valid counts, and the fusion's valid metrics at prior weights b."
     from scipy.stats import spearmanr
+    cold = spl.cold_items
+    return {'spearman with valid counts': float(spearmanr(prior[cold], valid_counts[cold])[0]),
+            **{f'x{b}': metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl) for b in (0.5, 1, 1.5)}}
+
+def run_tuned_prior(seeds, base_name='text (default)'):
+    """`tuned_popularity_prior` in place of the ridge, in each of TUNED_VARIANTS, fused with the default model's saved
+    valid scores and the centred content score (a = 2) at weights b; two torch threads."""
     rec = load_record(); out = rec.setdefault('tuned_prior', {'seeds': {}})
     ds = load_movielens('ml-100k'); text = item_vectors(ds.items, progress=False)
     torch.set_num_threads(2)
     for seed in seeds:
-        spl = split(ds, 'cold', seed=seed); cold = spl.cold_items
+        spl = split(ds, 'cold', seed=seed)
         base = np.load(SCORES/f'{base_name}_{seed}.npy').astype(np.float64)
         content = {None: content_scores(text, spl.histories('valid'))}
         counts = np.bincount(spl.train['item_idx'].to_numpy(), minlength=spl.n_items)
         valid_counts = np.bincount(spl.valid['item_idx'].to_numpy(), minlength=spl.n_items)
-        before, t0 = load(), time.perf_counter()
-        tuned = tuned_popularity_prior(ds.items, counts, load_encoder(seed=seed), seed=seed, progress=False)
-        row = {'fit_seconds': round(time.perf_counter() - t0, 1), 'load_before_after': [before, load()], 'torch_threads': 2}
-        for name, prior in (('ridge', ridge_prior(content_features(ds.items, text), counts)), ('tuned', tuned)):
-            row[f'spearman({name} prior, valid count), new items'] = float(spearmanr(prior[cold], valid_counts[cold])[0])
-            for b in (0.5, 1, 1.5):
-                row[f'{name} x{b}'] = metrics(Scores({'valid': fused(base, content, prior, cold, 2, b, None)}), spl)
-        out['seeds'][str(seed)] = row
-        save_record(rec)
-        print(seed, {k: (round(v, 4) if isinstance(v, float) else round(v['recall@10_cold'], 4)) for k, v in row.items()
-                     if k.startswith(('spearman', 'ridge', 'tuned'))}, flush=True)
+        row = out['seeds'].setdefault(str(seed), {})
+        row['ridge'] = prior_row(ridge_prior(content_features(ds.items, text), counts), base, content, spl, valid_counts)
+        for name, options in TUNED_VARIANTS.items():
+            if f'tuned: {name}' in row: continue
+            before, t0 = load(), time.perf_counter()
+            tuned = tuned_popularity_prior(ds.items, counts, load_encoder(seed=seed), seed=seed, progress=False, **options)
+            row[f'tuned: {name}'] = {**prior_row(tuned, base, content, spl, valid_counts), 'fit_seconds': round(time.perf_counter() - t0, 1),
+                                     'load_before_after': [before, load()], 'torch_threads': 2}
+            save_record(rec, 'tuned_prior')
+            print(seed, name, {k: round(v if isinstance(v, float) else v['recall@10_cold'], 4) for k, v in row[f'tuned: {name}'].items()
+                               if k.startswith(('spearman', 'x'))}, flush=True)
 
 if __name__ == '__main__':
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
