@@ -44,6 +44,7 @@ def test_the_two_priors_differ_and_both_rank_the_new_items(fitted, cold):
 def test_bad_input_is_named(cold, tiny_bert):
     with pytest.raises(DataError, match="prior_model must be one of"): ContentFusion(prior_model='lasso')
     items, counts = cold.dataset.items, np.bincount(cold.train['item_idx'], minlength=cold.n_items)
+    with pytest.raises(DataError, match='encoder must be an Encoder'): tuned_popularity_prior(items, counts, tiny_bert)
     with pytest.raises(DataError, match='one count per item'): tuned_popularity_prior(items, counts[:3], load_encoder(tiny_bert))
     with pytest.raises(DataError, match='at least 2'): tuned_popularity_prior(items, np.zeros_like(counts), load_encoder(tiny_bert))
     with pytest.raises(DataError, match='between 1 and 2'): tuned_popularity_prior(items, counts, load_encoder(tiny_bert), layers=5)

@@ -705,7 +705,7 @@ def history_similarity(unit: np.ndarray, # [n_items, dim] item vectors at unit l
 
 def metadata_features(items: pd.DataFrame, # the item table; its `year` and `genres` columns are used when present
                      ) -> np.ndarray:
-    "5-year buckets of `year` and one-hots of `genres` as one-hot columns: [n_items, n_columns] (no columns without either)."
+    "What the item table says besides the text: one-hots of the 5-year bucket of `year` and of `genres`: [n_items, n_columns]."
     parts = [np.zeros((len(items), 0), np.float32)]
     if 'year' in items:
         buckets = np.clip((items['year'].fillna(0).astype(int).to_numpy() - 1920) // 5, -1, 16)
@@ -733,7 +733,7 @@ def popularity_prior(features: np.ndarray, # [n_items, n_features] `content_feat
 # %% ../nbs/06_sequential.ipynb #c366574f
 def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_text`, plus `metadata_features`)
                            counts: np.ndarray, # [n_items] training interactions per item
-                           encoder, # an `Encoder`: its top layers are tuned in place, so pass one loaded for this
+                           encoder, # an `Encoder`: its layers are tuned in place, so pass one loaded for this
                            layers: int|None=None, # top layers tuned; None: every layer
                            epochs: int=1, # passes over the items with interactions
                            lr: float=3e-5, # learning rate of the tuned layers (the head's is 1e-3)
@@ -742,6 +742,9 @@ def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_
                            progress: bool=True, # show a progress bar
                           ) -> np.ndarray:
     "Fine-tune the encoder to regress log(1 + count) from item text and metadata on the items with interactions: a predicted popularity for every item."
+    from transferrec.encoders import Encoder
+    if not isinstance(encoder, Encoder): raise DataError(f"encoder must be an Encoder, got {type(encoder).__name__}; pass "
+                                                         "load_encoder(name_or_path), loaded for this: its layers are tuned in place")
     counts = np.asarray(counts)
     if counts.shape != (len(items),): raise DataError(f"counts has shape {counts.shape}; pass one count per item ({len(items)})")
     known = np.flatnonzero(counts > 0)
