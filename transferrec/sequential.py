@@ -150,7 +150,7 @@ class TextTower(nn.Module):
     def __init__(self,
                  encoder, # an `Encoder` whose top layers are tuned in place (the others are frozen)
                  texts: list[str], # the catalogue's item texts
-                 layers: int, # how many top layers to tune
+                 layers: int|None, # how many top layers to tune; None: every layer
                  max_length: int=64, # tokens per text, as in `encode_texts`
                  batch_size: int=64, # texts per forward pass while caching
                 ):
@@ -159,6 +159,7 @@ class TextTower(nn.Module):
         if not isinstance(stack, nn.ModuleList):
             raise DataError(f"trainable_layers needs a BERT-family encoder (model.encoder.layer); {type(encoder.model).__name__} "
                             "has none: use trainable_layers=0, or the two-tower strategy to fine-tune this encoder")
+        if layers is None: layers = len(stack)
         if not 0 < layers <= len(stack): raise DataError(f"trainable_layers must be between 1 and {len(stack)}, got {layers}")
         encoder.model.requires_grad_(False)
         self.top, self.pooling = stack[len(stack) - layers:], encoder.pooling
@@ -750,8 +751,7 @@ def tuned_popularity_prior(items: pd.DataFrame, # the item table (text by `item_
     known = np.flatnonzero(counts > 0)
     if len(known) < 2: raise DataError(f"{len(known)} items have interactions; the prior needs at least 2 to learn from")
     set_seed(seed)
-    every = len(getattr(getattr(encoder.model, 'encoder', None), 'layer', ()))   # 0 where not BERT-family: TextTower says so
-    tower, side = TextTower(encoder, item_text(items), layers or max(every, 1)), torch.as_tensor(metadata_features(items))
+    tower, side = TextTower(encoder, item_text(items), layers), torch.as_tensor(metadata_features(items))
     head = nn.Linear(encoder.dim + side.shape[1], 1)
     predict = lambda rows: head(torch.cat([tower(rows), side[rows]], 1)).squeeze(1)
     y = np.log1p(counts).astype(np.float32); mu, sd = y[known].mean(), max(float(y[known].std()), 1e-6)
